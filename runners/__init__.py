@@ -1,0 +1,96 @@
+"""How a command runs somewhere: the Runner contract every backend implements.
+
+A runner knows nothing of vhtui. It is handed a `RunSpec` (a fully prepared command, its
+directories and environment), starts it, streams its output from a byte offset, waits for it,
+stops it with a grace period, and can find a run again from the `RunHandle.state` it returned
+(which the caller persists). Local processes, Docker containers, remote agents and Ray clusters all
+fit behind these five calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+Stream = Literal["stdout", "stderr"]
+
+
+@dataclass
+class RunSpec:
+    """Everything needed to run one execution's command, already resolved by the caller."""
+
+    run_id: str
+    script: Path  # the command as a script file (shebang honoured); run inside `repository_dir`
+    repository_dir: Path
+    inputs_dir: Path
+    outputs_dir: Path
+    config_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    image: str | None = None
+    gpu_ids: list[int] = field(default_factory=list)
+    cpu_limit: float | None = None
+    memory_limit_mb: int | None = None
+    secret_env: frozenset[str] = frozenset()  # names whose values must never be logged
+    options: dict[str, Any] = field(default_factory=dict)  # runner-specific (e.g. env mode)
+
+
+@dataclass
+class OutputChunk:
+    """Bytes a run wrote to one stream. An empty chunk is a tick: the run is alive but quiet."""
+
+    stream: Stream
+    data: bytes
+
+
+@dataclass
+class RunHandle:
+    """A started run. `state` is JSON-serialisable and enough for `reattach` to find it again."""
+
+    run_id: str
+    kind: str
+    state: dict[str, Any]
+    live: Any = None  # in-process objects (a Popen, a container); never persisted
+
+
+class RunnerError(Exception):
+    """A runner could not do what was asked; the message is one line meant for the user."""
+
+
+class Runner(Protocol):
+    kind: str
+
+    def start(self, spec: RunSpec) -> RunHandle: ...
+
+    def stream(self, handle: RunHandle, offset: int = 0, tick: float = 0.5) -> Iterator[OutputChunk]:
+        """Yield output from byte `offset` until the run ends; an empty chunk at least every `tick` s."""
+        ...
+
+    def wait(self, handle: RunHandle, timeout: float | None = None) -> int | None:
+        """Return the exit code, or None if the run is still going after `timeout` seconds."""
+        ...
+
+    def stop(self, handle: RunHandle, grace: float = 10.0) -> None:
+        """Ask the run to end (SIGTERM or equivalent), and force it after `grace` seconds."""
+        ...
+
+    def reattach(self, state: dict[str, Any]) -> RunHandle | None:
+        """Find a run again after the caller restarted; None when it is gone."""
+        ...
+
+
+_registry: dict[str, Callable[..., Runner]] = {}
+
+
+def register(kind: str, factory: Callable[..., Runner]) -> None:
+    _registry[kind] = factory
+
+
+def get_runner(kind: str, **options: Any) -> Runner:
+    """Build a runner of `kind`; the built-in kinds register themselves on first use."""
+    if kind not in _registry and kind == "local":
+        from runners import local  # noqa: F401  (registers itself)
+    if kind not in _registry:
+        raise RunnerError(f"unknown runner kind {kind!r} (known: {', '.join(sorted(_registry)) or 'local'})")
+    return _registry[kind](**options)

@@ -1,0 +1,161 @@
+"""The local runner: the command as a process group on this machine.
+
+The command's process group is the unit of control: stop signals the whole group, and when the
+main process ends, whatever it left behind in the group is killed too, so no orphan survives an
+execution. The direct child dies with its parent (PR_SET_PDEATHSIG), and the owner of the run can
+kill the recorded group if the parent itself was killed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import selectors
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from runners import OutputChunk, RunHandle, RunnerError, RunSpec, register
+from runners.pyenv import activation_env, ensure_layered_venv
+
+_PR_SET_PDEATHSIG = 1
+_F_SETPIPE_SZ = 1031
+_READ_SIZE = 1 << 20
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec: own process group, killed if the parent dies."""
+    os.setpgid(0, 0)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the owner's reconcile still kills the group
+        pass
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
+    """Signal a whole process group; False when it no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+class LocalRunner:
+    """Runs a RunSpec as `sh script` (or the script's own shebang) in a new process group.
+
+    Options: `env_mode` is "venv" (default: a layered venv over `python`) or "current" (the
+    caller's environment as it is); `envs_dir` is where layered venvs are kept.
+    """
+
+    kind = "local"
+
+    def __init__(self, envs_dir: str | Path | None = None, **_: Any) -> None:
+        self.envs_dir = Path(envs_dir) if envs_dir else Path.home() / ".cache" / "vhtui-envs"
+
+    def start(self, spec: RunSpec) -> RunHandle:
+        env = dict(os.environ)
+        env.update(spec.env)
+        if spec.gpu_ids or "CUDA_VISIBLE_DEVICES" in spec.env:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spec.gpu_ids)
+        if spec.options.get("env_mode", "venv") == "venv":
+            python = spec.options.get("python") or "python3"
+            venv = ensure_layered_venv(python, spec.repository_dir, self.envs_dir)
+            env = activation_env(venv, env)
+        argv = _script_argv(spec.script)
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=spec.repository_dir, env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            raise RunnerError(f"cannot start {argv[0]}: {exc.strerror}") from None
+        for pipe in (proc.stdout, proc.stderr):
+            try:
+                fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, _READ_SIZE)  # fewer wake-ups on floods
+            except OSError:
+                pass
+        return RunHandle(spec.run_id, self.kind, {"pid": proc.pid, "pgid": proc.pid}, live=proc)
+
+    def stream(self, handle: RunHandle, offset: int = 0, tick: float = 0.5) -> Iterator[OutputChunk]:
+        proc: subprocess.Popen[bytes] = handle.live
+        if proc is None:
+            raise RunnerError("a local run can only be streamed by the process that started it")
+        if offset != handle.state.get("consumed", 0):
+            raise RunnerError("a local run's output cannot be re-read from an earlier offset")
+        selector = selectors.DefaultSelector()
+        selector.register(proc.stdout, selectors.EVENT_READ, "stdout")
+        selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
+        open_streams = 2
+        exited_at: float | None = None
+        try:
+            while open_streams:
+                events = selector.select(tick)
+                if not events:
+                    yield OutputChunk("stdout", b"")
+                for key, _ in events:
+                    data = os.read(key.fileobj.fileno(), _READ_SIZE)
+                    if not data:
+                        selector.unregister(key.fileobj)
+                        open_streams -= 1
+                        continue
+                    handle.state["consumed"] = handle.state.get("consumed", 0) + len(data)
+                    yield OutputChunk(key.data, data)
+                if exited_at is None and proc.poll() is not None:
+                    exited_at = time.monotonic()
+                elif exited_at is not None and time.monotonic() - exited_at > 1.0:
+                    # the main process is gone but something it started holds the pipes open
+                    kill_group(handle.state["pgid"])
+        finally:
+            selector.close()
+
+    def wait(self, handle: RunHandle, timeout: float | None = None) -> int | None:
+        proc: subprocess.Popen[bytes] = handle.live
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        kill_group(handle.state["pgid"])  # nothing the command started outlives it
+        return code
+
+    def stop(self, handle: RunHandle, grace: float = 10.0) -> None:
+        pgid = handle.state["pgid"]
+        kill_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if handle.live is not None and handle.live.poll() is not None and not group_alive(pgid):
+                return
+            if handle.live is None and not group_alive(pgid):
+                return
+            time.sleep(0.05)
+        kill_group(pgid, signal.SIGKILL)
+
+    def reattach(self, state: dict[str, Any]) -> RunHandle | None:
+        """A local run's pipes die with its owner, so it cannot be adopted: kill what is left."""
+        if state.get("pgid"):
+            kill_group(int(state["pgid"]))
+        return None
+
+
+def _script_argv(script: Path) -> list[str]:
+    with open(script, "rb") as f:
+        head = f.read(2)
+    if head == b"#!":
+        script.chmod(0o755)
+        return [str(script)]
+    return ["/bin/sh", str(script)]
+
+
+register("local", LocalRunner)

@@ -1,0 +1,5 @@
+import sys
+
+from vhtui.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datums, inputs, outputs and lineage: every file an execution sees or makes."""

@@ -1,0 +1,101 @@
+"""Content-addressed file storage: each distinct content once, under its sha256.
+
+Files come in without a second copy where the filesystem allows: a hardlink (same filesystem), a
+reflink (copy-on-write filesystems), and only then a byte copy. Stored blobs are read-only.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from vhtui.errors import VhtuiError
+
+_FICLONE = 0x40049409
+CHUNK = 1 << 20
+
+
+def sha256_of(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def reflink_or_copy(src: Path, dst: Path) -> None:
+    """Copy-on-write clone where the filesystem supports it, else a plain copy."""
+    with open(src, "rb") as fsrc, open(dst, "wb") as fdst:
+        try:
+            fcntl.ioctl(fdst.fileno(), _FICLONE, fsrc.fileno())
+            return
+        except OSError:
+            pass
+        shutil.copyfileobj(fsrc, fdst, CHUNK)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Make `dst` hold `src`'s content, sharing storage when possible."""
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        reflink_or_copy(src, dst)
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256
+
+    def has(self, sha256: str) -> bool:
+        return self.path(sha256).exists()
+
+    def add_file(self, src: Path, sha256: str | None = None) -> tuple[str, int]:
+        """Store `src`'s content (hashing it unless told); return (sha256, size)."""
+        sha256 = sha256 or sha256_of(src)
+        size = src.stat().st_size
+        final = self.path(sha256)
+        if final.exists():
+            return sha256, size
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{sha256}.{os.getpid()}.tmp")
+        try:
+            link_or_copy(src, tmp)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise VhtuiError(_storage_error(src, exc)) from None
+        return sha256, size
+
+    def share_into(self, sha256: str, dst: Path) -> None:
+        """Replace `dst` by a link to the stored blob, so identical content is kept once."""
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.vhtui-link")
+        try:
+            os.link(self.path(sha256), tmp)
+            os.replace(tmp, dst)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # another filesystem: two copies, both intact
+
+    def export(self, sha256: str, dst: Path) -> None:
+        """Write a stored blob to `dst` as an ordinary, writable file of the user's."""
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.vhtui-part")
+        try:
+            reflink_or_copy(self.path(sha256), tmp)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dst)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise VhtuiError(_storage_error(dst, exc)) from None
+
+
+def _storage_error(path: Path, exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on the device while storing {path}"
+    return f"cannot store {path}: {exc.strerror}"

@@ -1,0 +1,1 @@
+"""Launch, supervise and reconcile executions; the runtime contract; tasks and pipelines."""

@@ -1,0 +1,161 @@
+"""Code versions: what code an execution ran, recorded so it can be reproduced.
+
+In a git work tree the version is the commit plus the uncommitted changes (tracked diffs and
+untracked files, as one binary patch stored as a datum). With `--adhoc`, or outside git, it is a
+tarball of the working tree honouring `.gitignore` and `.vhignore`, identified by its sha256, as
+Valohai's CLI packages ad-hoc code. Either way the execution runs in its own copy of those files,
+so editing the project during a run changes nothing in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pathspec
+
+from vhtui.errors import VhtuiError
+
+MAX_FILES = 10_000  # as Valohai's CLI: a project this large is almost always missing an ignore rule
+MAX_BYTES = 1 << 30
+ALWAYS_IGNORED = (".git/", ".venv/", "__pycache__/", "*.pyc", ".vhtui/")
+
+
+@dataclass
+class CodeSnapshot:
+    files: list[str]  # relative POSIX paths
+    version: dict[str, Any] = field(default_factory=dict)  # recorded as the execution's code_version
+    patch: bytes | None = None  # uncommitted changes, for git versions
+    tarball: Path | None = None  # adhoc package
+
+
+def _git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, check=check)
+
+
+def in_git_work_tree(root: Path) -> bool:
+    try:
+        result = _git(root, "rev-parse", "--is-inside-work-tree", check=False)
+    except OSError:
+        return False
+    return result.returncode == 0 and result.stdout.strip() == b"true"
+
+
+def _ignore_spec(root: Path, use_gitignore: bool) -> pathspec.PathSpec:
+    lines: list[str] = list(ALWAYS_IGNORED)
+    names = [".vhignore"] + ([".gitignore"] if use_gitignore else [])
+    for name in names:
+        path = root / name
+        if path.is_file():
+            lines += path.read_text(errors="replace").splitlines()
+    return pathspec.PathSpec.from_lines("gitwildmatch", lines)
+
+
+def list_files(root: Path) -> list[str]:
+    """The project's files as Valohai would package them: git's view when in git, plus .vhignore."""
+    if in_git_work_tree(root):
+        out = _git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard").stdout
+        candidates = [p for p in out.decode().split("\0") if p]
+        spec = _ignore_spec(root, use_gitignore=False)
+    else:
+        spec = _ignore_spec(root, use_gitignore=True)
+        candidates = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            rel_dir = Path(dirpath).relative_to(root).as_posix()
+            prefix = "" if rel_dir == "." else rel_dir + "/"
+            dirnames[:] = [d for d in dirnames if not spec.match_file(prefix + d + "/")]
+            candidates += [prefix + f for f in filenames]
+    files = sorted(p for p in candidates
+                   if not spec.match_file(p) and ((root / p).is_file() or (root / p).is_symlink()))
+    if len(files) > MAX_FILES:
+        raise VhtuiError(f"the project has {len(files)} files to package (limit {MAX_FILES}): "
+                         "add what the step does not need to .vhignore")
+    total = sum((root / p).lstat().st_size for p in files)
+    if total > MAX_BYTES:
+        raise VhtuiError(f"the project's code is {total >> 20} MB (limit {MAX_BYTES >> 20} MB): "
+                         "add data files to .vhignore and pass them as inputs")
+    return files
+
+
+def snapshot(root: Path, adhoc: bool) -> CodeSnapshot:
+    files = list_files(root)
+    if not adhoc and in_git_work_tree(root):
+        head = _git(root, "rev-parse", "HEAD", check=False)
+        if head.returncode == 0:
+            return _git_snapshot(root, files, head.stdout.decode().strip())
+    return _adhoc_snapshot(root, files, reason="adhoc" if adhoc else "no git commit")
+
+
+def _git_snapshot(root: Path, files: list[str], commit: str) -> CodeSnapshot:
+    patch = _git(root, "diff", "--binary", "HEAD").stdout
+    untracked = _git(root, "ls-files", "-z", "--others", "--exclude-standard").stdout.decode().split("\0")
+    for path in (p for p in untracked if p and p in set(files)):
+        diff = subprocess.run(["git", "-C", str(root), "diff", "--binary", "--no-index", "/dev/null", path],
+                              capture_output=True)
+        patch += diff.stdout
+    branch = _git(root, "rev-parse", "--abbrev-ref", "HEAD", check=False).stdout.decode().strip()
+    version = {"type": "git", "commit": commit, "branch": branch, "dirty": bool(patch)}
+    return CodeSnapshot(files=files, version=version, patch=patch or None)
+
+
+def _adhoc_snapshot(root: Path, files: list[str], reason: str) -> CodeSnapshot:
+    """A reproducible tarball: sorted names, fixed owners and times, so the same tree hashes the same."""
+    fd, name = tempfile.mkstemp(prefix="vhtui-adhoc-", suffix=".tar.gz")
+    os.close(fd)
+    digest = hashlib.sha256()
+    with open(name, "wb") as raw:
+        with tarfile.open(fileobj=_HashingWriter(raw, digest), mode="w:gz", compresslevel=1) as tar:
+            for path in files:
+                info = tar.gettarinfo(str(root / path), arcname=path)
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                info.mtime = 0
+                if info.isreg():
+                    with open(root / path, "rb") as f:
+                        tar.addfile(info, f)
+                else:
+                    tar.addfile(info)
+    version = {"type": "adhoc", "sha256": digest.hexdigest(), "reason": reason, "files": len(files)}
+    return CodeSnapshot(files=files, version=version, tarball=Path(name))
+
+
+class _HashingWriter(io.RawIOBase):
+    def __init__(self, raw: Any, digest: Any) -> None:
+        self.raw, self.digest = raw, digest
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.digest.update(data)
+        return self.raw.write(data)
+
+
+def copy_tree(root: Path, files: list[str], target: Path) -> None:
+    """Copy the snapshot's files into the execution's own repository directory."""
+    for rel in files:
+        src, dst = root / rel, target / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            os.symlink(os.readlink(src), dst)
+        else:
+            shutil.copy2(src, dst)
+
+
+def watch_filter(root: Path) -> Any:
+    """A watchfiles filter that ignores what packaging ignores (.gitignore, .vhignore, caches)."""
+    spec = _ignore_spec(root, use_gitignore=True)
+
+    def accept(change: Any, path: str) -> bool:
+        rel = Path(path).relative_to(root).as_posix() if Path(path).is_relative_to(root) else path
+        return not spec.match_file(rel) and not any(part.startswith(".") for part in Path(rel).parts[:-1])
+
+    return accept

@@ -1,0 +1,142 @@
+"""Launching an execution: validate everything first, write the row, hand it to a supervisor.
+
+Every check that can refuse a launch (the step, parameters, inputs, runner, GPUs, code packaging)
+runs before anything is written to the store, so a refused launch leaves no trace there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vhtui.context import Context
+from vhtui.data.datums import DatumStore
+from vhtui.data.inputs import InputFetcher
+from vhtui.engine import code
+from vhtui.engine.params import build_command, resolve_parameters
+from vhtui.engine.runtime import render_script
+from vhtui.engine.slots import gpus_requested, visible_gpus
+from vhtui.errors import VhtuiError
+from vhtui.progress import Progress
+from vhtui.project import load_project
+from vhtui.store import executions as execution_rows
+from vhtui.store import projects as project_rows
+
+KNOWN_RUNNERS = ("local",)
+ENV_MODES = ("venv", "current")
+
+
+@dataclass
+class LaunchRequest:
+    project_root: Path
+    step: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, list[str]] = field(default_factory=dict)
+    title: str | None = None
+    adhoc: bool = False
+    runner: str | None = None
+    env_mode: str = "venv"
+    image: str | None = None
+    cwd: Path | None = None
+    environment_variables: dict[str, str] = field(default_factory=dict)
+
+
+def choose_runner(ctx: Context, requested: str | None, environment: str | None) -> str:
+    runner = requested or (ctx.settings.environments.get(environment) if environment else None) \
+        or ctx.settings.default_runner
+    if runner not in KNOWN_RUNNERS:
+        raise VhtuiError(f"unknown runner {runner!r} (available: {', '.join(KNOWN_RUNNERS)})")
+    return runner
+
+
+def launch(ctx: Context, request: LaunchRequest, progress: Progress | None = None) -> dict[str, Any]:
+    progress = progress or Progress()
+    project = load_project(request.project_root)
+    step = project.step(request.step)
+    parameters = resolve_parameters(step, request.parameters)
+    script = render_script(build_command(step, parameters))
+    runner = choose_runner(ctx, request.runner, step.environment)
+    if request.env_mode not in ENV_MODES:
+        raise VhtuiError(f"unknown environment mode {request.env_mode!r} (use {' or '.join(ENV_MODES)})")
+    gpus = gpus_requested(step.resources)
+    available = visible_gpus(ctx.settings.gpus)
+    if gpus > len(available):
+        raise VhtuiError(f"step {step.name!r} asks for {gpus} GPU(s); this machine has {len(available)}")
+    python = shutil.which("python3") or sys.executable
+
+    project_row = project_rows.find_by_path(ctx.db, project.root)
+    datums = DatumStore(ctx.home, ctx.db)
+    fetcher = InputFetcher(ctx.home, datums, project_row["id"] if project_row else -1,
+                           request.cwd or Path.cwd(), progress)
+    inputs = fetcher.resolve(step, request.inputs)
+
+    with progress.task("Packaging code"):
+        snapshot = code.snapshot(project.root, request.adhoc)
+    ctx.home.executions.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".launch-", dir=ctx.home.executions))
+    try:
+        code.copy_tree(project.root, snapshot.files, staging / "repository")
+        project_id = project_rows.ensure(ctx.db, project.root)
+        code_version = dict(snapshot.version)
+        code_datum = _store_code(datums, snapshot, project_id)
+        if code_datum:
+            code_version["datum_id"] = code_datum["id"]
+        environment = {name: str(var.default) for name, var in step.environment_variables.items()
+                       if var.default is not None}
+        environment.update(request.environment_variables)
+        spec = {
+            "env_mode": request.env_mode,
+            "python": python,
+            "gpus": gpus,
+            "time_limit": step.time_limit.total_seconds() if step.time_limit else None,
+            "no_output_timeout": step.no_output_timeout.total_seconds() if step.no_output_timeout else None,
+            "stop_condition": step.stop_condition,
+            "resources": step.resources.serialize() if step.resources else None,
+            "stop_grace": ctx.settings.stop_grace,
+            "project_root": str(project.root),
+        }
+        execution = execution_rows.create(ctx.db, project_id, {
+            "step": step.name, "title": request.title, "runner": runner,
+            "image": request.image or step.image, "command": script, "parameters": parameters,
+            "code_version": code_version, "environment": environment, "spec": spec,
+        }, [f.as_row() for f in inputs])
+        os.rename(staging, ctx.home.execution_dir(execution["id"]))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        if snapshot.tarball:
+            snapshot.tarball.unlink(missing_ok=True)
+    start_supervisor(ctx, execution["id"])
+    return execution
+
+
+def _store_code(datums: DatumStore, snapshot: code.CodeSnapshot, project_id: int) -> dict[str, Any] | None:
+    if snapshot.tarball:
+        return datums.add(snapshot.tarball, name=f"code-{snapshot.version['sha256'][:12]}.tar.gz",
+                          project_id=project_id, kind="code", sha256=snapshot.version["sha256"])
+    if snapshot.patch:
+        with tempfile.NamedTemporaryFile(suffix=".patch") as f:
+            f.write(snapshot.patch)
+            f.flush()
+            return datums.add(Path(f.name), name=f"uncommitted-{snapshot.version['commit'][:12]}.patch",
+                              project_id=project_id, kind="code")
+    return None
+
+
+def start_supervisor(ctx: Context, execution_id: int) -> int:
+    """A detached supervisor process: its own session, so it outlives the shell or TUI that asked."""
+    log = open(ctx.home.execution_dir(execution_id) / "supervisor.log", "ab")
+    env = dict(os.environ, VHTUI_HOME=str(ctx.home.root))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vhtui.engine.supervisor", str(execution_id)],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True, env=env,
+    )
+    log.close()
+    return proc.pid

@@ -1,0 +1,126 @@
+"""An execution's log: stdout and stderr in one file, in arrival order, with each line's stream.
+
+`output.log` holds the lines exactly as printed, so it can be appended as fast as `command > file`,
+tailed, grepped and indexed by byte offset. Which stream a line came from is kept beside it in
+`output.streams`: a record (byte offset, stream) at every switch between streams, which is tiny
+because runs switch rarely. Only whole lines are written, so a line is never split between streams.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+_RECORD = struct.Struct("<QB")
+STREAM_IDS = {"stdout": 1, "stderr": 2}
+STREAM_NAMES = {v: k for k, v in STREAM_IDS.items()}
+MAX_PENDING = 1 << 20  # a "line" longer than this (a runaway progress bar) is written in pieces
+
+
+def streams_path(log_path: Path) -> Path:
+    return log_path.with_suffix(".streams")
+
+
+class LogWriter:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.streams_fd = os.open(streams_path(path), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self.offset = os.fstat(self.fd).st_size
+        self.last_stream: str | None = None
+        self.pending: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+
+    def write(self, stream: str, data: bytes) -> bytes:
+        """Append the whole lines that `data` completes; return them (for metadata parsing)."""
+        buf = self.pending[stream] + data if self.pending[stream] else data
+        cut = buf.rfind(b"\n") + 1
+        if cut == 0:
+            if len(buf) < MAX_PENDING:
+                self.pending[stream] = buf
+                return b""
+            cut = len(buf)
+            buf += b"\n"
+            cut += 1
+        block, self.pending[stream] = buf[:cut], buf[cut:]
+        self._emit(stream, block)
+        return block
+
+    def _emit(self, stream: str, block: bytes) -> None:
+        if stream != self.last_stream:
+            os.write(self.streams_fd, _RECORD.pack(self.offset, STREAM_IDS[stream]))
+            self.last_stream = stream
+        view = memoryview(block)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        self.offset += len(block)
+
+    def close(self) -> bytes:
+        """Write what is left of unfinished lines; return stdout's rest (it may be metadata)."""
+        tail = b""
+        for stream, rest in self.pending.items():
+            if rest:
+                self._emit(stream, rest + b"\n")
+                if stream == "stdout":
+                    tail = rest + b"\n"
+        self.pending = {"stdout": b"", "stderr": b""}
+        os.close(self.fd)
+        os.close(self.streams_fd)
+        return tail
+
+
+class LogReader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offsets: list[int] = []
+        self._streams: list[int] = []
+        self._records_read = 0
+
+    def _load_transitions(self) -> None:
+        try:
+            with open(streams_path(self.path), "rb") as f:
+                f.seek(self._records_read * _RECORD.size)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        usable = len(data) - len(data) % _RECORD.size
+        for offset, stream in _RECORD.iter_unpack(data[:usable]):
+            self._offsets.append(offset)
+            self._streams.append(stream)
+        self._records_read += usable // _RECORD.size
+
+    def stream_at(self, offset: int) -> str:
+        index = bisect.bisect_right(self._offsets, offset) - 1
+        return STREAM_NAMES.get(self._streams[index], "stdout") if index >= 0 else "stdout"
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def read_lines(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, str, bytes]]:
+        """(offset, stream, line without newline) for each whole line from byte `start`."""
+        self._load_transitions()
+        try:
+            f = open(self.path, "rb")
+        except FileNotFoundError:
+            return
+        with f:
+            f.seek(start)
+            offset = start
+            carry = b""
+            limit = end if end is not None else os.fstat(f.fileno()).st_size
+            while offset + len(carry) < limit:
+                chunk = f.read(min(1 << 20, limit - offset - len(carry)))
+                if not chunk:
+                    break
+                buf = carry + chunk
+                lines = buf.split(b"\n")
+                carry = lines.pop()
+                for line in lines:
+                    yield offset, self.stream_at(offset), line
+                    offset += len(line) + 1

@@ -1,0 +1,230 @@
+"""The supervisor: one detached process that owns one execution from queue to final status.
+
+It waits for a slot, lays out the runtime contract, starts the run through a runner, appends the
+output to the log, ingests metadata in batches, enforces time-limit, no-output-timeout,
+stop-condition and stop requests, stores outputs (live ones at once, the rest at the end, whatever
+the outcome) and writes the final status. A heartbeat and its pid in the store let `reconcile` tell
+a dead supervisor from a quiet one.
+
+Run as `python -m vhtui.engine.supervisor EXECUTION_ID`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from runners import RunHandle, RunnerError, RunSpec, get_runner
+from vhtui.context import Context
+from vhtui.data.datums import DatumStore
+from vhtui.data.inputs import InputFile, materialize
+from vhtui.data.outputs import OutputCollector
+from vhtui.engine import conditions
+from vhtui.engine.logfile import LogWriter
+from vhtui.engine.metadata import MetadataSink
+from vhtui.engine.runtime import ExecutionDirs, vh_environment, write_config
+from vhtui.engine.slots import try_acquire, visible_gpus
+from vhtui.store import executions as execution_rows
+from vhtui.store import projects as project_rows
+
+HEARTBEAT_S = 2.0
+FLUSH_S = 0.25
+FLUSH_ROWS = 20_000
+CONTROL_S = 0.5
+LIVE_OUTPUTS_S = 1.0
+
+
+def process_start_time(pid: int) -> float | None:
+    try:
+        import psutil
+
+        return float(psutil.Process(pid).create_time())
+    except Exception:  # noqa: BLE001
+        return None
+
+
+class Supervisor:
+    def __init__(self, ctx: Context, execution_id: int) -> None:
+        self.ctx = ctx
+        self.db = ctx.db
+        self.id = execution_id
+        self.execution: dict[str, Any] = execution_rows.get(self.db, execution_id)  # type: ignore[assignment]
+        self.project = project_rows.get(self.db, self.execution["project_id"])
+        self.dirs = ExecutionDirs(ctx.home.execution_dir(execution_id))
+        self.spec: dict[str, Any] = self.execution["spec"]
+        self.datums = DatumStore(ctx.home, self.db)
+        self.collector = OutputCollector(self.datums, self.dirs.outputs, self.execution["project_id"], execution_id)
+        self.stop_reason: tuple[str, str] | None = None  # (final status, reason)
+        self.signalled = False
+        self.last_heartbeat = 0.0
+
+    # -- control ---------------------------------------------------------------------------
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.signalled = True
+
+    def _heartbeat(self, now: float) -> None:
+        if now - self.last_heartbeat >= HEARTBEAT_S:
+            execution_rows.update(self.db, self.id, heartbeat_at=time.time())
+            self.last_heartbeat = now
+
+    def _stop_requested(self) -> bool:
+        if self.signalled:
+            return True
+        row = self.db.query_one("SELECT stop_requested_at FROM executions WHERE id = ?", (self.id,))
+        return bool(row and row["stop_requested_at"])
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGINT, self._on_sigterm)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        pid = os.getpid()
+        if not execution_rows.update(self.db, self.id, supervisor_pid=pid, supervisor_started=process_start_time(pid),
+                                     heartbeat_at=time.time(), status="queued", queued_at=time.time()):
+            return 0  # already final (stopped before it was ever queued)
+        lease = self._wait_for_slot()
+        if lease is None:
+            self._finish("stopped", None, "stopped while queued")
+            return 0
+        try:
+            return self._run_with_slot(lease.gpu_ids)
+        finally:
+            lease.release()
+
+    def _wait_for_slot(self) -> Any:
+        gpus = visible_gpus(self.ctx.settings.gpus)
+        while True:
+            lease = try_acquire(self.ctx.home.slots, self.ctx.settings.max_parallel, gpus, int(self.spec.get("gpus", 0)))
+            if lease:
+                return lease
+            if self._stop_requested():
+                return None
+            self._heartbeat(time.monotonic())
+            time.sleep(0.2)
+
+    def _run_with_slot(self, gpu_ids: list[int]) -> int:
+        inputs = [InputFile(name=r["name"], position=r["position"], uri=r["uri"], filename=r["filename"],
+                            sha256=r["sha256"], size=r["size"], datum_id=r["datum_id"])
+                  for r in execution_rows.inputs_of(self.db, self.id)]
+        self.dirs.create()
+        try:
+            materialize(inputs, self.datums.blobs, self.dirs.inputs)
+        except Exception as exc:  # noqa: BLE001 (a full disk, a vanished cache file)
+            self._finish("error", None, f"cannot lay out inputs: {exc}")
+            return 1
+        write_config(self.dirs, self.execution, self.project, inputs, str(self.dirs.inputs))
+        env = vh_environment(self.execution, self.project, {
+            "repository": str(self.dirs.repository), "inputs": str(self.dirs.inputs),
+            "outputs": str(self.dirs.outputs), "config": str(self.dirs.config)})
+        env.update(self.execution["environment"])
+        if gpu_ids or self.spec.get("gpus"):
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
+        run_spec = RunSpec(
+            run_id=self.execution["uid"], script=self.dirs.script, repository_dir=self.dirs.repository,
+            inputs_dir=self.dirs.inputs, outputs_dir=self.dirs.outputs, config_dir=self.dirs.config, env=env,
+            image=self.execution.get("image"), gpu_ids=gpu_ids,
+            options={"env_mode": self.spec.get("env_mode", "venv"), "python": self.spec.get("python")},
+        )
+        runner = get_runner(self.execution["runner"], envs_dir=self.ctx.home.envs)
+        if self._stop_requested():
+            self._finish("stopped", None, "stopped before it started")
+            return 0
+        try:
+            handle = runner.start(run_spec)
+        except RunnerError as exc:
+            self._finish("error", None, str(exc))
+            return 1
+        execution_rows.update(self.db, self.id, status="started", started_at=time.time(), runner_state=handle.state)
+        exit_code = self._pump(runner, handle)
+        return self._conclude(exit_code)
+
+    def _pump(self, runner: Any, handle: RunHandle) -> int | None:
+        """Move output to the log and the store until the run ends; enforce limits meanwhile."""
+        log = LogWriter(self.ctx.home.log_path(self.id))
+        sink = MetadataSink(self.db, self.id)
+        time_limit = self.spec.get("time_limit")
+        no_output = self.spec.get("no_output_timeout")
+        stop_condition = self.spec.get("stop_condition")
+        started = last_output = last_flush = last_control = last_live = time.monotonic()
+        stopping = False
+        try:
+            for chunk in runner.stream(handle):
+                now = time.monotonic()
+                if chunk.data:
+                    last_output = now
+                    block = log.write(chunk.stream, chunk.data)
+                    if chunk.stream == "stdout" and block:
+                        sink.feed(block, time.time())
+                if len(sink.pending) >= FLUSH_ROWS or now - last_flush >= FLUSH_S:
+                    if sink.flush() and stop_condition and not stopping \
+                            and conditions.evaluate(stop_condition, sink.summary):
+                        stopping = self._begin_stop(runner, handle, "stopped", f"stop condition met: {stop_condition}")
+                    last_flush = now
+                if now - last_control < CONTROL_S:
+                    continue
+                last_control = now
+                self._heartbeat(now)
+                if not stopping:
+                    if self._stop_requested():
+                        stopping = self._begin_stop(runner, handle, "stopped", "stopped by request")
+                    elif time_limit and now - started > time_limit:
+                        stopping = self._begin_stop(runner, handle, "error", f"time limit of {time_limit:g}s exceeded")
+                    elif no_output and now - last_output > no_output:
+                        stopping = self._begin_stop(runner, handle, "error", f"no output for {no_output:g}s")
+                if now - last_live >= LIVE_OUTPUTS_S:
+                    self.collector.collect_live()
+                    last_live = now
+        finally:
+            tail = log.close()
+            if tail:
+                sink.feed(tail, time.time())
+            sink.flush()
+        return runner.wait(handle)
+
+    def _begin_stop(self, runner: Any, handle: RunHandle, status: str, reason: str) -> bool:
+        """Start stopping without blocking the pump: output must keep flowing while the run ends."""
+        self.stop_reason = (status, reason)
+        execution_rows.update(self.db, self.id, status="stopping")
+        grace = float(self.spec.get("stop_grace", 10.0))
+        threading.Thread(target=runner.stop, args=(handle, grace), daemon=True).start()
+        return True
+
+    def _conclude(self, exit_code: int | None) -> int:
+        self.collector.collect_all()  # whatever the outcome, as Valohai does
+        if self.stop_reason:
+            status, reason = self.stop_reason
+        elif exit_code == 0:
+            status, reason = "complete", None
+        else:
+            status, reason = "error", f"exit code {exit_code}"
+        if self.collector.errors:
+            reason = "; ".join(filter(None, [reason, f"some outputs were not stored: {self.collector.errors[0]}"]))
+            status = "error" if status == "complete" else status
+        self._finish(status, exit_code, reason)
+        return 0
+
+    def _finish(self, status: str, exit_code: int | None, reason: str | None) -> None:
+        execution_rows.update(self.db, self.id, status=status, exit_code=exit_code, reason=reason,
+                              ended_at=time.time(), heartbeat_at=time.time())
+
+
+def main(argv: list[str]) -> int:
+    execution_id = int(argv[0])
+    ctx = Context.open()
+    supervisor = Supervisor(ctx, execution_id)
+    try:
+        return supervisor.run()
+    except BaseException as exc:  # record why, then let the traceback reach supervisor.log
+        execution_rows.update(ctx.db, execution_id, status="crashed", ended_at=time.time(),
+                              reason=f"supervisor failed: {type(exc).__name__}: {exc}")
+        traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

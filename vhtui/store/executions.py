@@ -1,0 +1,124 @@
+"""Execution rows: creation with the per-project counter `#N`, status changes, listing."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from typing import Any
+
+from vhtui.store.db import Database, dumps
+
+ACTIVE_STATUSES = ("created", "queued", "started", "stopping")
+FINAL_STATUSES = ("complete", "error", "stopped", "crashed")
+STATUSES = ACTIVE_STATUSES + FINAL_STATUSES
+JSON_FIELDS = ("parameters", "code_version", "environment", "spec", "runner_state", "metadata_summary")
+
+
+def _decode(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    out = dict(row)
+    for name in JSON_FIELDS:
+        if name in out and out[name] is not None:
+            out[name] = json.loads(out[name])
+    return out
+
+
+def create(db: Database, project_id: int, fields: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Insert an execution (status `created`) and its inputs, taking the project's next counter."""
+    values = {k: dumps(v) if k in JSON_FIELDS else v for k, v in fields.items()}
+    with db.write() as conn:
+        counter = conn.execute(
+            "UPDATE projects SET next_counter = next_counter + 1 WHERE id = ? RETURNING next_counter - 1",
+            (project_id,),
+        ).fetchone()[0]
+        values.update(uid=str(uuid.uuid4()), project_id=project_id, counter=counter, status="created", created_at=time.time())
+        names = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        execution_id = conn.execute(
+            f"INSERT INTO executions ({names}) VALUES ({marks})", tuple(values.values())
+        ).lastrowid
+        conn.executemany(
+            "INSERT INTO execution_inputs (execution_id, name, position, uri, datum_id, filename, sha256, size)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (execution_id, i["name"], i["position"], i["uri"], i.get("datum_id"), i.get("filename"),
+                 i.get("sha256"), i.get("size"))
+                for i in inputs
+            ],
+        )
+    return get(db, execution_id)  # type: ignore[return-value]
+
+
+def get(db: Database, execution_id: int) -> dict[str, Any] | None:
+    return _decode(db.query_one("SELECT * FROM executions WHERE id = ?", (execution_id,)))
+
+
+def get_by_counter(db: Database, project_id: int, counter: int) -> dict[str, Any] | None:
+    return _decode(
+        db.query_one("SELECT * FROM executions WHERE project_id = ? AND counter = ?", (project_id, counter))
+    )
+
+
+def list_for_project(
+    db: Database, project_id: int, status: str | None = None, step: str | None = None,
+    limit: int | None = None, offset: int = 0,
+) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM executions WHERE project_id = ?"
+    params: list[Any] = [project_id]
+    if status:
+        sql += " AND status = ?"
+        params.append(status)
+    if step:
+        sql += " AND step = ?"
+        params.append(step)
+    sql += " ORDER BY counter DESC"
+    if limit is not None:
+        sql += " LIMIT ? OFFSET ?"
+        params += [limit, offset]
+    return [_decode(r) for r in db.query(sql, params)]  # type: ignore[misc]
+
+
+def list_active(db: Database) -> list[dict[str, Any]]:
+    marks = ", ".join("?" for _ in ACTIVE_STATUSES)
+    return [_decode(r) for r in db.query(f"SELECT * FROM executions WHERE status IN ({marks})", ACTIVE_STATUSES)]  # type: ignore[misc]
+
+
+def update(db: Database, execution_id: int, only_if_active: bool = True, **fields: Any) -> bool:
+    """Set fields; by default a finished execution is left as it is. True if a row changed."""
+    values = {k: dumps(v) if k in JSON_FIELDS and v is not None else v for k, v in fields.items()}
+    sql = "UPDATE executions SET " + ", ".join(f"{k} = ?" for k in values) + " WHERE id = ?"
+    params: list[Any] = [*values.values(), execution_id]
+    if only_if_active:
+        sql += " AND status IN (" + ", ".join("?" for _ in ACTIVE_STATUSES) + ")"
+        params += ACTIVE_STATUSES
+    with db.write() as conn:
+        return conn.execute(sql, params).rowcount > 0
+
+
+def inputs_of(db: Database, execution_id: int) -> list[dict[str, Any]]:
+    return [
+        dict(r)
+        for r in db.query("SELECT * FROM execution_inputs WHERE execution_id = ? ORDER BY name, position", (execution_id,))
+    ]
+
+
+def set_input_file(db: Database, execution_id: int, name: str, position: int, **fields: Any) -> None:
+    """Record what an input resolved to once fetched (checksum, size, file name)."""
+    sql = "UPDATE execution_inputs SET " + ", ".join(f"{k} = ?" for k in fields)
+    sql += " WHERE execution_id = ? AND name = ? AND position = ?"
+    with db.write() as conn:
+        conn.execute(sql, (*fields.values(), execution_id, name, position))
+
+
+def consumers_of_datum(db: Database, datum_id: str) -> list[dict[str, Any]]:
+    return [
+        _decode(r)  # type: ignore[misc]
+        for r in db.query(
+            "SELECT DISTINCT e.* FROM executions e JOIN execution_inputs i ON i.execution_id = e.id"
+            " WHERE i.datum_id = ? ORDER BY e.id",
+            (datum_id,),
+        )
+    ]

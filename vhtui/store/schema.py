@@ -1,0 +1,108 @@
+"""Schema migrations, applied in order; `PRAGMA user_version` records how far a database is.
+
+Append new migrations at the end; never edit one that has shipped.
+"""
+
+MIGRATIONS: list[str] = [
+    # 1: the first release
+    """
+    CREATE TABLE projects (
+        id INTEGER PRIMARY KEY,
+        uid TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        path TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        next_counter INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE TABLE executions (
+        id INTEGER PRIMARY KEY,
+        uid TEXT NOT NULL UNIQUE,
+        project_id INTEGER NOT NULL REFERENCES projects(id),
+        counter INTEGER NOT NULL,
+        step TEXT NOT NULL,
+        title TEXT,
+        status TEXT NOT NULL,
+        runner TEXT NOT NULL,
+        image TEXT,
+        command TEXT NOT NULL,
+        parameters TEXT NOT NULL,
+        code_version TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        queued_at REAL,
+        started_at REAL,
+        ended_at REAL,
+        exit_code INTEGER,
+        reason TEXT,
+        supervisor_pid INTEGER,
+        supervisor_started REAL,
+        heartbeat_at REAL,
+        runner_state TEXT,
+        stop_requested_at REAL,
+        metadata_summary TEXT NOT NULL DEFAULT '{}',
+        metadata_count INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (project_id, counter)
+    );
+    CREATE INDEX executions_status ON executions (status);
+    CREATE TABLE execution_inputs (
+        execution_id INTEGER NOT NULL REFERENCES executions(id),
+        name TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        uri TEXT NOT NULL,
+        datum_id TEXT,
+        filename TEXT,
+        sha256 TEXT,
+        size INTEGER,
+        PRIMARY KEY (execution_id, name, position)
+    );
+    CREATE INDEX execution_inputs_datum ON execution_inputs (datum_id);
+    CREATE TABLE metadata (
+        execution_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        time REAL NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (execution_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE datums (
+        id TEXT PRIMARY KEY,
+        project_id INTEGER REFERENCES projects(id),
+        name TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        kind TEXT NOT NULL DEFAULT 'output',
+        uri TEXT,
+        producer_execution_id INTEGER REFERENCES executions(id),
+        created_at REAL NOT NULL,
+        tags TEXT NOT NULL DEFAULT '[]',
+        properties TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX datums_sha256 ON datums (sha256);
+    CREATE INDEX datums_producer ON datums (producer_execution_id);
+    CREATE TABLE datum_aliases (
+        project_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        datum_id TEXT NOT NULL REFERENCES datums(id),
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (project_id, name)
+    );
+    CREATE TABLE datasets (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        UNIQUE (project_id, name)
+    );
+    CREATE TABLE dataset_versions (
+        id INTEGER PRIMARY KEY,
+        dataset_id INTEGER NOT NULL REFERENCES datasets(id),
+        name TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        UNIQUE (dataset_id, name)
+    );
+    CREATE TABLE dataset_version_datums (
+        version_id INTEGER NOT NULL REFERENCES dataset_versions(id),
+        datum_id TEXT NOT NULL REFERENCES datums(id),
+        PRIMARY KEY (version_id, datum_id)
+    );
+    """,
+]
