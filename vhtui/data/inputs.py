@@ -133,8 +133,11 @@ class InputFetcher:
             raise
         except ImportError as exc:
             raise VhtuiError(f"cannot fetch {url!r}: support for it is not installed ({exc.name})") from None
-        except FileNotFoundError:
-            raise NotFound(f"input URL {url!r} does not exist") from None
+        except FileNotFoundError as exc:
+            cause = exc.__cause__
+            if cause is None or getattr(cause, "status", None) in (404, 410):
+                raise NotFound(f"input URL {url!r} does not exist") from None
+            raise VhtuiError(f"cannot fetch input {url!r}: {str(cause).splitlines()[0]}") from None
         except Exception as exc:  # network errors come in many types from many backends
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise VhtuiError(f"cannot fetch input {url!r}: {detail}") from None

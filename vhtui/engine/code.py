@@ -9,6 +9,7 @@ so editing the project during a run changes nothing in it.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -111,8 +112,9 @@ def _adhoc_snapshot(root: Path, files: list[str], reason: str) -> CodeSnapshot:
     fd, name = tempfile.mkstemp(prefix="vhtui-adhoc-", suffix=".tar.gz")
     os.close(fd)
     digest = hashlib.sha256()
-    with open(name, "wb") as raw:
-        with tarfile.open(fileobj=_HashingWriter(raw, digest), mode="w:gz", compresslevel=1) as tar:
+    with open(name, "wb") as raw, \
+            gzip.GzipFile(filename="", fileobj=_HashingWriter(raw, digest), mode="wb", compresslevel=1, mtime=0) as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for path in files:
                 info = tar.gettarinfo(str(root / path), arcname=path)
                 info.uid = info.gid = 0
