@@ -64,6 +64,15 @@ class Project:
     def info(self, counter: int) -> dict[str, Any]:
         return json.loads(self.vhtui("exec", "info", str(counter), "--json").stdout)
 
+    def try_info(self, counter: int) -> dict[str, Any]:
+        """Like info, but an execution that does not exist yet reads as status 'absent'."""
+        result = self.vhtui("exec", "info", str(counter), "--json", check=False)
+        if result.returncode != 0 and ("no execution" in result.stderr or "no executions" in result.stderr):
+            return {"status": "absent"}
+        if result.returncode != 0:
+            raise AssertionError(result.stderr)
+        return json.loads(result.stdout)
+
     def wait(self, counter: int, timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
@@ -77,7 +86,7 @@ class Project:
     def wait_for_status(self, counter: int, status: str, timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
-            doc = self.info(counter)
+            doc = self.try_info(counter)
             if doc["status"] == status:
                 return doc
             if time.monotonic() > deadline:

@@ -17,13 +17,12 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS, Project
+from tests.conftest import CORPUS, Project
 
 FOLDERS = {
     "examples": CORPUS / "examples",
