@@ -102,7 +102,7 @@ def datum_document(ctx: Any, datum: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": datum["id"], "name": datum["name"], "size": datum["size"], "checksums": {"sha256": datum["sha256"]},
         "uri": f"datum://{datum['id']}", "ctime": _iso(datum["created_at"]), "kind": datum["kind"],
-        "output_execution": datum["producer_execution_id"], "tags": datum["tags"],
+        "output_execution": datum.get("producer_counter"), "tags": datum["tags"],
         "properties": datum["properties"], "aliases": datum_rows.aliases_of(ctx.db, datum["id"]),
     }
 
@@ -283,7 +283,7 @@ def cmd_data_ls(args: argparse.Namespace) -> int:
         _print_json({"count": len(rows), "results": [datum_document(ctx, d) for d in rows]})
         return 0
     _table([[f"datum://{d['id']}", d["name"], str(d["size"]),
-             f"#{d['producer_execution_id']}" if d["producer_execution_id"] else "",
+             f"#{d['producer_counter']}" if d.get("producer_counter") else "",
              ",".join(datum_rows.aliases_of(ctx.db, d["id"]))] for d in rows],
            ["uri", "name", "size", "producer", "aliases"])
     return 0

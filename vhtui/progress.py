@@ -30,18 +30,23 @@ class _NullTask:
 
 
 class LineProgress(Progress):
-    """One line when a piece of work starts and one when it ends: for logs and pipes."""
+    """Plain lines for logs and pipes: one when sizeable work starts, one when slow work ends."""
+
+    SIZEABLE = 16 << 20
+    SLOW_S = 1.0
 
     def __init__(self, out: TextIO = sys.stderr) -> None:
         self.out = out
 
     @contextmanager
     def task(self, description: str, total: int | None = None) -> Iterator[Task]:
-        size = f" ({_human(total)})" if total else ""
-        self.out.write(f"{description}{size}...\n")
+        if total and total >= self.SIZEABLE:
+            self.out.write(f"{description} ({_human(total)})...\n")
         started = time.monotonic()
         yield _NullTask()
-        self.out.write(f"{description}: done in {time.monotonic() - started:.1f}s\n")
+        elapsed = time.monotonic() - started
+        if elapsed >= self.SLOW_S:
+            self.out.write(f"{description}: done in {elapsed:.1f}s\n")
 
 
 class BarProgress(Progress):

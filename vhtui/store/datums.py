@@ -10,6 +10,10 @@ from typing import Any
 from vhtui.store.db import Database, dumps
 
 
+SELECT = ("SELECT d.*, e.counter AS producer_counter FROM datums d"
+          " LEFT JOIN executions e ON e.id = d.producer_execution_id")
+
+
 def _decode(row: sqlite3.Row | None) -> dict[str, Any] | None:
     if row is None:
         return None
@@ -28,28 +32,28 @@ def insert(db: Database, datum: dict[str, Any]) -> None:
 
 
 def get(db: Database, datum_id: str) -> dict[str, Any] | None:
-    return _decode(db.query_one("SELECT * FROM datums WHERE id = ?", (datum_id,)))
+    return _decode(db.query_one(f"{SELECT} WHERE d.id = ?", (datum_id,)))
 
 
 def find_by_prefix(db: Database, prefix: str) -> list[dict[str, Any]]:
-    return [_decode(r) for r in db.query("SELECT * FROM datums WHERE id LIKE ? LIMIT 3", (prefix + "%",))]  # type: ignore[misc]
+    return [_decode(r) for r in db.query(f"{SELECT} WHERE d.id LIKE ? LIMIT 3", (prefix + "%",))]  # type: ignore[misc]
 
 
 def list_for_project(db: Database, project_id: int | None) -> list[dict[str, Any]]:
     if project_id is None:
-        rows = db.query("SELECT * FROM datums ORDER BY created_at DESC")
+        rows = db.query(f"{SELECT} ORDER BY d.created_at DESC")
     else:
-        rows = db.query("SELECT * FROM datums WHERE project_id = ? ORDER BY created_at DESC", (project_id,))
+        rows = db.query(f"{SELECT} WHERE d.project_id = ? ORDER BY d.created_at DESC", (project_id,))
     return [_decode(r) for r in rows]  # type: ignore[misc]
 
 
 def produced_by(db: Database, execution_id: int) -> list[dict[str, Any]]:
-    rows = db.query("SELECT * FROM datums WHERE producer_execution_id = ? ORDER BY name", (execution_id,))
+    rows = db.query(f"{SELECT} WHERE d.producer_execution_id = ? ORDER BY d.name", (execution_id,))
     return [_decode(r) for r in rows]  # type: ignore[misc]
 
 
 def by_sha256(db: Database, sha256: str) -> dict[str, Any] | None:
-    return _decode(db.query_one("SELECT * FROM datums WHERE sha256 = ? LIMIT 1", (sha256,)))
+    return _decode(db.query_one(f"{SELECT} WHERE d.sha256 = ? LIMIT 1", (sha256,)))
 
 
 def set_alias(db: Database, project_id: int, name: str, datum_id: str) -> None:
