@@ -79,7 +79,8 @@ class LogReader:
         self._streams: list[int] = []
         self._records_read = 0
 
-    def _load_transitions(self) -> None:
+    def refresh(self) -> None:
+        """Read stream switches recorded since the last look (stream_at answers from them)."""
         try:
             with open(streams_path(self.path), "rb") as f:
                 f.seek(self._records_read * _RECORD.size)
@@ -104,7 +105,7 @@ class LogReader:
 
     def read_lines(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, str, bytes]]:
         """(offset, stream, line without newline) for each whole line from byte `start`."""
-        self._load_transitions()
+        self.refresh()
         try:
             f = open(self.path, "rb")
         except FileNotFoundError:

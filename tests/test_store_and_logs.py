@@ -1,0 +1,111 @@
+"""The store's schema and concurrency, the log file format, metadata parsing, conditions."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from vhtui.engine.conditions import evaluate
+from vhtui.engine.logfile import LogReader, LogWriter
+from vhtui.engine.metadata import MetadataSink
+from vhtui.errors import VhtuiError
+from vhtui.store import open_database
+from vhtui.store import executions as execution_rows
+from vhtui.store import projects as project_rows
+from vhtui.store.schema import MIGRATIONS
+
+
+def test_fresh_store_is_migrated_and_in_wal_mode(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "s.sqlite3")
+    assert db.query_one("PRAGMA user_version")[0] == len(MIGRATIONS)
+    assert db.query_one("PRAGMA journal_mode")[0] == "wal"
+    db.close()
+    reopened = open_database(tmp_path / "s.sqlite3")  # idempotent
+    assert reopened.query_one("PRAGMA user_version")[0] == len(MIGRATIONS)
+
+
+def test_store_from_a_newer_vhtui_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    open_database(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(VhtuiError, match="newer vhtui"):
+        open_database(path)
+
+
+def test_counters_are_unique_under_concurrent_writers(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    project_id = project_rows.ensure(open_database(path), tmp_path)
+    made: list[int] = []
+
+    def writer() -> None:
+        db = open_database(path)
+        for _ in range(25):
+            made.append(execution_rows.create(db, project_id, {
+                "step": "s", "runner": "local", "command": "true", "parameters": {}, "code_version": {},
+                "environment": {}, "spec": {}}, [])["counter"])
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(made) == list(range(1, 101))
+
+
+def test_log_writer_keeps_whole_lines_and_streams(tmp_path: Path) -> None:
+    log = tmp_path / "output.log"
+    writer = LogWriter(log)
+    assert writer.write("stdout", b"hel") == b""  # an unfinished line waits
+    writer.write("stderr", b"warn 1\nwarn")
+    assert writer.write("stdout", b"lo\nworld\npart") == b"hello\nworld\n"
+    writer.write("stderr", b" 2\n")
+    tail = writer.close()
+    assert tail == b"part\n"
+    lines = [(stream, text) for _, stream, text in LogReader(log).read_lines()]
+    assert lines == [("stderr", b"warn 1"), ("stdout", b"hello"), ("stdout", b"world"),
+                     ("stderr", b"warn 2"), ("stdout", b"part")]
+    # reading from an offset gives the rest, with streams still right
+    offset = len(b"warn 1\nhello\n")
+    assert [t for _, _, t in LogReader(log).read_lines(offset)] == [b"world", b"warn 2", b"part"]
+    reader = LogReader(log)
+    reader.refresh()
+    assert reader.stream_at(offset + len(b"world\n")) == "stderr"
+
+
+def test_runaway_line_is_written_in_pieces(tmp_path: Path) -> None:
+    log = tmp_path / "output.log"
+    writer = LogWriter(log)
+    writer.write("stdout", b"x" * (2 << 20))  # a progress bar with no newline
+    writer.close()
+    assert log.stat().st_size == (2 << 20) + 1
+
+
+def test_metadata_lines_are_found_and_summarised(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "s.sqlite3")
+    project_id = project_rows.ensure(db, tmp_path)
+    execution = execution_rows.create(db, project_id, {
+        "step": "s", "runner": "local", "command": "true", "parameters": {}, "code_version": {},
+        "environment": {}, "spec": {}}, [])
+    sink = MetadataSink(db, execution["id"])
+    block = (b'{"epoch": 1, "loss": 0.5}\nplain text {not json}\n  {"loss": NaN, "val.acc": 0.7}  \n'
+             b'[1, 2]\n{"broken": \n{"epoch": 2}\n')
+    assert sink.feed(block, 1000.0) == 3
+    sink.flush()
+    row = execution_rows.get(db, execution["id"])
+    assert row["metadata_count"] == 3
+    assert row["metadata_summary"]["epoch"] == 2 and row["metadata_summary"]["val.acc"] == 0.7
+
+
+@pytest.mark.parametrize(("expression", "summary", "expected"), [
+    ("loss < 0.1", {"loss": 0.05}, True),
+    ("loss < 0.1", {"loss": 0.5}, False),
+    ("loss < 0.1", {}, False),  # not reported yet
+    ("val.acc >= 0.9 and epoch > 2", {"val.acc": 0.95, "epoch": 3}, True),
+    ("__import__('os').system('true')", {}, False),  # never eval
+])
+def test_stop_conditions_use_leval(expression: str, summary: dict, expected: bool) -> None:
+    assert evaluate(expression, summary) is expected
