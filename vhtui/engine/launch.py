@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,13 +131,49 @@ def _store_code(datums: DatumStore, snapshot: code.CodeSnapshot, project_id: int
     return None
 
 
-def start_supervisor(ctx: Context, execution_id: int) -> int:
-    """A detached supervisor process: its own session, so it outlives the shell or TUI that asked."""
-    log = open(ctx.home.execution_dir(execution_id) / "supervisor.log", "ab")
-    env = dict(os.environ, VHTUI_HOME=str(ctx.home.root))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vhtui.engine.supervisor", str(execution_id)],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True, env=env,
-    )
-    log.close()
-    return proc.pid
+def start_supervisor(ctx: Context, execution_id: int) -> None:
+    """A detached supervisor: its own session, so it outlives the shell or TUI that asked.
+
+    A single-threaded caller (the CLI) forks it, which skips a second interpreter start and its
+    imports; a threaded one (the TUI) starts a fresh interpreter, since forking threads is unsafe.
+    """
+    log_path = ctx.home.execution_dir(execution_id) / "supervisor.log"
+    if hasattr(os, "fork") and threading.active_count() == 1:
+        _fork_supervisor(execution_id, log_path)
+        return
+    with open(log_path, "ab") as log:
+        subprocess.Popen(
+            [sys.executable, "-m", "vhtui.engine.supervisor", str(execution_id)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
+            env=dict(os.environ, VHTUI_HOME=str(ctx.home.root)),
+        )
+
+
+def _fork_supervisor(execution_id: int, log_path: Path) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)  # the intermediate child exits at once; the grandchild is adopted by init
+        return
+    code = 1
+    try:
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null_fd = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null_fd, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        from vhtui.engine import supervisor
+
+        code = supervisor.main([str(execution_id)])  # opens its own store connection
+    except BaseException:  # noqa: BLE001 (nothing may escape a forked child)
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
