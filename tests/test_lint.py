@@ -202,10 +202,9 @@ def test_python_syntax_error_wording_is_normalised() -> None:
     body = SNAPSHOTS[("test_bad_examples_cli", "task-stop-condition.yaml")]
     recorded = next(line for line in body if line.startswith("error:"))
     assert "EOL while scanning string literal" in recorded
-    try:
-        compile("'", "<expression>", "eval")
-    except SyntaxError as exc:
-        current = str(exc.msg)
+    with pytest.raises(SyntaxError) as info:
+        compile("'", "<expression>", "eval")  # what valohai-yaml does with the stop-condition
+    current = str(info.value.msg)
     assert normalise_python_wording(recorded.replace("EOL while scanning string literal", current)) == \
         normalise_python_wording(recorded)
 
@@ -365,6 +364,7 @@ def test_match_step(steps_config, query: str, expected: str) -> None:
     ("export", ["export-data", "export-model"]),
     ("EXP", ["export-data", "export-model"]),
     ("tr", ["train", "train-large"]),
+    ("Train", ["train", "train-large"]),  # no case-insensitive exact match, as in valohai-cli's match_step
 ])
 def test_match_step_ambiguous(steps_config, query: str, candidates: list[str]) -> None:
     from vhtui.errors import NotFound, VhtuiError
