@@ -327,3 +327,25 @@ def test_json_listing_for_scripts(project: Project) -> None:
     assert json.loads(project.vhtui("exec", "list", "--status", "error", "--json").stdout)["count"] == 0
     csv_text = project.vhtui("exec", "metadata", str(counter), "--csv").stdout
     assert csv_text.splitlines()[0] == "_seq,_time,loss" and csv_text.splitlines()[1].endswith(",0.5")
+
+
+def test_nothing_the_command_started_outlives_it(project: Project) -> None:
+    project.write("valohai.yaml", """
+    - step:
+        name: leaky
+        image: python:3.11
+        command:
+          - sleep 300 &
+          - echo $! > "$VH_OUTPUTS_DIR/bg.pid"
+          - echo started a background sleep
+    """)
+    counter = project.run("leaky", "--env", "current")
+    doc = project.wait(counter, timeout=30)
+    assert doc["status"] == "complete"
+    out = project.root.parent / "pid"
+    project.vhtui("exec", "outputs", str(counter), "--download", str(out))
+    pid = int((out / "bg.pid").read_text())
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+        assert time.monotonic() < deadline, "the background process outlived its execution"
+        time.sleep(0.1)

@@ -139,7 +139,8 @@ def start_supervisor(ctx: Context, execution_id: int) -> None:
     """
     log_path = ctx.home.execution_dir(execution_id) / "supervisor.log"
     if hasattr(os, "fork") and threading.active_count() == 1:
-        _fork_supervisor(execution_id, log_path)
+        with ctx.db.closed_for_fork():
+            _fork_supervisor(execution_id, log_path)
         return
     with open(log_path, "ab") as log:
         subprocess.Popen(

@@ -23,6 +23,11 @@ BUSY_TIMEOUT_S = 60.0
 class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._connect()
+        self._migrate()
+
+    def _connect(self) -> None:
+        path = self.path
         try:
             self.conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -31,7 +36,6 @@ class Database:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
 
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
@@ -67,6 +71,15 @@ class Database:
 
     def close(self) -> None:
         self.conn.close()
+
+    @contextmanager
+    def closed_for_fork(self) -> Iterator[None]:
+        """SQLite must not be open across fork(): close, let the caller fork, then reconnect."""
+        self.conn.close()
+        try:
+            yield
+        finally:
+            self._connect()
 
 
 def open_database(path: Path) -> Database:
