@@ -115,8 +115,9 @@ class LocalRunner:
                     yield OutputChunk(key.data, data)
                 if exited_at is None and proc.poll() is not None:
                     exited_at = time.monotonic()
-                elif exited_at is not None and time.monotonic() - exited_at > 1.0:
-                    # the main process is gone but something it started holds the pipes open
+                elif exited_at is not None and time.monotonic() - max(exited_at, handle.state.get("grace_until", 0)) > 1.0:
+                    # the main process is gone but something it started holds the pipes open (during a
+                    # stop, that something gets the whole grace period to finish, as stop() promises)
                     kill_group(handle.state["pgid"])
         finally:
             selector.close()
@@ -132,8 +133,9 @@ class LocalRunner:
 
     def stop(self, handle: RunHandle, grace: float = 10.0) -> None:
         pgid = handle.state["pgid"]
-        kill_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + grace
+        handle.state["grace_until"] = deadline
+        kill_group(pgid, signal.SIGTERM)
         while time.monotonic() < deadline:
             if handle.live is not None and handle.live.poll() is not None and not group_alive(pgid):
                 return

@@ -112,6 +112,31 @@ def _stdout_lines(project: Project, counter: int) -> list[str]:
     return project.logs(counter, "--stdout").splitlines()
 
 
+@pytest.fixture(autouse=True)
+def _no_leftovers(project: Project):  # type: ignore[no-untyped-def]
+    """Whatever a failing test leaves running (a supervisor, a command's group) is killed after it."""
+    yield
+    if not (project.home / "vhtui.sqlite3").exists():
+        return
+    marks = ", ".join("?" for _ in FINAL)
+    try:
+        rows = _query(project, f"SELECT supervisor_pid, runner_state FROM executions WHERE status NOT IN ({marks})",
+                      FINAL)
+    except sqlite3.Error:
+        return
+    for row in rows:
+        if row["runner_state"]:
+            try:
+                os.killpg(int(json.loads(row["runner_state"])["pgid"]), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError, KeyError, ValueError):
+                pass
+        if row["supervisor_pid"]:
+            try:
+                os.kill(int(row["supervisor_pid"]), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
 # -- 1. the launcher dies ---------------------------------------------------------------------
 WORK_YAML = """\
 - step:
@@ -202,7 +227,7 @@ sleep 300 &
 echo $! > "$PIDFILE.tmp"
 mv "$PIDFILE.tmp" "$PIDFILE"
 i=0
-while true; do
+while [ $i -lt 600 ]; do  # 2 min at most, should anything fail to kill it
   echo "tick $i"
   i=$((i + 1))
   sleep 0.2
@@ -310,8 +335,13 @@ def test_eight_parallel_metadata_floods_while_listing(project: Project) -> None:
         lister.join(timeout=60)
 
     assert len(listings) >= 2
+    stderrs += [result.stderr for result in listings]
+    logs = sorted((project.home / "executions").glob("*/supervisor.log"))
+    assert len(logs) == FLOOD_RUNS
+    stderrs += [log.read_text(errors="replace") for log in logs]
+    locked = [text for text in stderrs if "database is locked" in text]
+    assert not locked, locked[0]
     for result in listings:
-        stderrs.append(result.stderr)
         assert result.returncode == 0, f"vhtui exec list failed:\n{result.stderr}"
     intervals = []
     for counter in counters:
@@ -329,13 +359,6 @@ def test_eight_parallel_metadata_floods_while_listing(project: Project) -> None:
     # they did contend: at some moment more than one was running
     overlap = max(sum(1 for s, e in intervals if s <= start < e) for start, _ in intervals)
     assert overlap >= 2, f"the executions ran one after another: {intervals}"
-
-    logs = sorted((project.home / "executions").glob("*/supervisor.log"))
-    assert len(logs) == FLOOD_RUNS
-    for log in logs:
-        stderrs.append(log.read_text(errors="replace"))
-    locked = [text for text in stderrs if "database is locked" in text]
-    assert not locked, locked[0]
     assert time.monotonic() - began < 90
 
 
@@ -348,7 +371,7 @@ IGNORE_TERM_YAML = """\
       - trap '' TERM
       - printf 'before stop\\n' > "$VH_OUTPUTS_DIR/partial.txt"
       - echo ready
-      - sleep 300
+      - sleep 120
 - step:
     name: stubborn-py
     image: python:3.11
@@ -366,7 +389,7 @@ signal.signal(signal.SIGTERM, signal.SIG_IGN)
 with open(os.path.join(os.environ["VH_OUTPUTS_DIR"], "partial.txt"), "w") as f:
     f.write("before stop\\n")
 print("ready")
-while True:
+for _ in range(120):  # ends by itself after 2 min, should anything fail to kill it
     time.sleep(1)
 """
 

@@ -120,7 +120,7 @@ def run_command(step_name: str, argv: list[str]) -> int:
     ctx = Context.open()
     if args.watch:
         return _watch(ctx, project.root, request)
-    execution = launch(ctx, request, for_terminal())
+    execution = launch(ctx, request, for_terminal(), project)
     print(f"#{execution['counter']} {execution['step']} launched ({execution['runner']})", file=sys.stderr)
     if args.follow:
         return _follow(ctx, execution)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml as pyyaml
 
@@ -39,9 +41,50 @@ def find_root(start: Path | None = None) -> Path:
     raise NotFound(f"no {CONFIG_NAME} in {here} or any directory above it")
 
 
+@functools.cache
+def _schema_validator() -> Any:
+    """valohai-yaml's schema validator, without re-checking the bundled schema on every launch."""
+    from jsonschema import Draft202012Validator
+    from valohai_yaml.validation import get_json_schema
+
+    return Draft202012Validator(get_json_schema())
+
+
+def parse_config(text: str) -> Config:
+    """valohai_yaml.parse; a text that passed schema validation before is not validated again."""
+    from valohai_yaml import ValidationErrors, __version__
+    from valohai_yaml.objs import Config
+    from valohai_yaml.utils import read_yaml
+
+    data = read_yaml(text)
+    if data is None:
+        return Config()
+    verdict = _verdict_path(f"{__version__}\0{text}")
+    if not verdict.exists():
+        errors = list(_schema_validator().iter_errors(data))
+        if errors:
+            raise ValidationErrors(errors)
+        _remember_valid(verdict)
+    return Config.parse(data)
+
+
+def _verdict_path(key: str) -> Path:
+    from vhtui.home import current_home
+
+    return current_home().root / "cache" / "valid-configs" / hashlib.sha256(key.encode()).hexdigest()
+
+
+def _remember_valid(verdict: Path) -> None:
+    try:
+        verdict.parent.mkdir(parents=True, exist_ok=True)
+        verdict.touch()
+    except OSError:  # a cache: failing to write it only costs time next launch
+        pass
+
+
 def load_config(path: Path) -> Config:
     """Parse and validate a valohai.yaml; a broken file raises one clear VhtuiError."""
-    from valohai_yaml import ValidationErrors, parse
+    from valohai_yaml import ValidationErrors
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -50,7 +93,7 @@ def load_config(path: Path) -> Config:
     except UnicodeDecodeError:
         raise VhtuiError(f"{path} is not UTF-8 text") from None
     try:
-        return parse(text)
+        return parse_config(text)
     except pyyaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

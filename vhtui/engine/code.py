@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pathspec
-
 from vhtui.errors import VhtuiError
 
 MAX_FILES = 10_000  # as Valohai's CLI: a project this large is almost always missing an ignore rule
@@ -50,7 +48,9 @@ def in_git_work_tree(root: Path) -> bool:
     return result.returncode == 0 and result.stdout.strip() == b"true"
 
 
-def _ignore_spec(root: Path, use_gitignore: bool) -> pathspec.PathSpec:
+def _ignore_spec(root: Path, use_gitignore: bool) -> Any:
+    import pathspec
+
     lines: list[str] = list(ALWAYS_IGNORED)
     names = [".vhignore"] + ([".gitignore"] if use_gitignore else [])
     for name in names:

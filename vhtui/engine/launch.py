@@ -25,7 +25,7 @@ from vhtui.engine.runtime import render_script
 from vhtui.engine.slots import gpus_requested, visible_gpus
 from vhtui.errors import VhtuiError
 from vhtui.progress import Progress
-from vhtui.project import load_project
+from vhtui.project import Project, load_project
 from vhtui.store import executions as execution_rows
 from vhtui.store import projects as project_rows
 
@@ -56,9 +56,12 @@ def choose_runner(ctx: Context, requested: str | None, environment: str | None) 
     return runner
 
 
-def launch(ctx: Context, request: LaunchRequest, progress: Progress | None = None) -> dict[str, Any]:
+def launch(
+    ctx: Context, request: LaunchRequest, progress: Progress | None = None, project: Project | None = None,
+) -> dict[str, Any]:
+    """Validate, record and start one execution; `project` saves a second parse when already loaded."""
     progress = progress or Progress()
-    project = load_project(request.project_root)
+    project = project or load_project(request.project_root)
     step = project.step(request.step)
     parameters = resolve_parameters(step, request.parameters)
     script = render_script(build_command(step, parameters))
@@ -66,8 +69,7 @@ def launch(ctx: Context, request: LaunchRequest, progress: Progress | None = Non
     if request.env_mode not in ENV_MODES:
         raise VhtuiError(f"unknown environment mode {request.env_mode!r} (use {' or '.join(ENV_MODES)})")
     gpus = gpus_requested(step.resources)
-    available = visible_gpus(ctx.settings.gpus)
-    if gpus > len(available):
+    if gpus and gpus > len(available := visible_gpus(ctx.settings.gpus)):
         raise VhtuiError(f"step {step.name!r} asks for {gpus} GPU(s); this machine has {len(available)}")
     python = shutil.which("python3") or sys.executable
 

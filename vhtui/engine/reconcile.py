@@ -12,25 +12,14 @@ from typing import Any
 
 from runners import RunnerError, get_runner
 from vhtui.context import Context
+from vhtui.engine.processes import is_running
 from vhtui.store import executions as execution_rows
 
 NEVER_STARTED_S = 60.0
 
 
 def supervisor_alive(execution: dict[str, Any]) -> bool:
-    pid = execution.get("supervisor_pid")
-    if not pid:
-        return False
-    try:
-        import psutil
-
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        started = execution.get("supervisor_started")
-        return started is None or abs(process.create_time() - started) < 0.05
-    except Exception:  # noqa: BLE001 (NoSuchProcess, AccessDenied: not ours)
-        return False
+    return is_running(execution.get("supervisor_pid"), execution.get("supervisor_started"))
 
 
 def reconcile(ctx: Context) -> list[int]:

@@ -27,6 +27,7 @@ from vhtui.data.outputs import OutputCollector
 from vhtui.engine import conditions
 from vhtui.engine.logfile import LogWriter
 from vhtui.engine.metadata import MetadataSink
+from vhtui.engine.processes import start_time
 from vhtui.engine.runtime import ExecutionDirs, vh_environment, write_config
 from vhtui.engine.slots import try_acquire, visible_gpus
 from vhtui.store import executions as execution_rows
@@ -37,15 +38,6 @@ FLUSH_S = 0.25
 FLUSH_ROWS = 20_000
 CONTROL_S = 0.5
 LIVE_OUTPUTS_S = 1.0
-
-
-def process_start_time(pid: int) -> float | None:
-    try:
-        import psutil
-
-        return float(psutil.Process(pid).create_time())
-    except Exception:  # noqa: BLE001
-        return None
 
 
 class Supervisor:
@@ -84,7 +76,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_sigterm)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         pid = os.getpid()
-        if not execution_rows.update(self.db, self.id, supervisor_pid=pid, supervisor_started=process_start_time(pid),
+        if not execution_rows.update(self.db, self.id, supervisor_pid=pid, supervisor_started=start_time(pid),
                                      heartbeat_at=time.time(), status="queued", queued_at=time.time()):
             return 0  # already final (stopped before it was ever queued)
         lease = self._wait_for_slot()
@@ -97,9 +89,10 @@ class Supervisor:
             lease.release()
 
     def _wait_for_slot(self) -> Any:
-        gpus = visible_gpus(self.ctx.settings.gpus)
+        wanted = int(self.spec.get("gpus", 0))
+        gpus = visible_gpus(self.ctx.settings.gpus) if wanted else []
         while True:
-            lease = try_acquire(self.ctx.home.slots, self.ctx.settings.max_parallel, gpus, int(self.spec.get("gpus", 0)))
+            lease = try_acquire(self.ctx.home.slots, self.ctx.settings.max_parallel, gpus, wanted)
             if lease:
                 return lease
             if self._stop_requested():
