@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 from pathlib import Path
@@ -59,12 +60,13 @@ def test_counters_are_unique_under_concurrent_writers(tmp_path: Path) -> None:
 def test_log_writer_keeps_whole_lines_and_streams(tmp_path: Path) -> None:
     log = tmp_path / "output.log"
     writer = LogWriter(log)
-    assert writer.write("stdout", b"hel") == b""  # an unfinished line waits
+    assert writer.write("stdout", b"hel") == []  # an unfinished line waits
     writer.write("stderr", b"warn 1\nwarn")
-    assert writer.write("stdout", b"lo\nworld\npart") == b"hello\nworld\n"
+    regions = writer.write("stdout", b"lo\nworld\npart")
+    assert b"".join(buf[start:end] for buf, start, end in regions) == b"hello\nworld\n"
     writer.write("stderr", b" 2\n")
     tail = writer.close()
-    assert tail == b"part\n"
+    assert [buf[start:end] for buf, start, end in tail] == [b"part\n"]
     lines = [(stream, text) for _, stream, text in LogReader(log).read_lines()]
     assert lines == [("stderr", b"warn 1"), ("stdout", b"hello"), ("stdout", b"world"),
                      ("stderr", b"warn 2"), ("stdout", b"part")]
@@ -90,14 +92,21 @@ def test_metadata_lines_are_found_and_summarised(tmp_path: Path) -> None:
     execution = execution_rows.create(db, project_id, {
         "step": "s", "runner": "local", "command": "true", "parameters": {}, "code_version": {},
         "environment": {}, "spec": {}}, [])
-    sink = MetadataSink(db, execution["id"])
+    sink = MetadataSink(tmp_path / "s.sqlite3", execution["id"])
     block = (b'{"epoch": 1, "loss": 0.5}\nplain text {not json}\n  {"loss": NaN, "val.acc": 0.7}  \n'
              b'[1, 2]\n{"broken": \n{"epoch": 2}\n')
-    assert sink.feed(block, 1000.0) == 3
-    sink.flush()
+    assert sink.feed([(block, 0, len(block))], 1000.0) == 3
+    assert sink.feed([(b'{"only": "in the region"} {"x": 1}', 0, 25)], 1001.0) == 1
+    sink.close()
     row = execution_rows.get(db, execution["id"])
-    assert row["metadata_count"] == 3
+    assert row["metadata_count"] == 4
     assert row["metadata_summary"]["epoch"] == 2 and row["metadata_summary"]["val.acc"] == 0.7
+    assert row["metadata_summary"]["only"] == "in the region"
+    from vhtui.store.metadata import iter_events
+
+    events = [e for _, _, e in iter_events(db, execution["id"])]
+    assert events[0] == {"epoch": 1, "loss": 0.5} and events[3] == {"only": "in the region"}
+    assert math.isnan(events[1]["loss"]) and events[1]["val.acc"] == 0.7
 
 
 @pytest.mark.parametrize(("expression", "summary", "expected"), [

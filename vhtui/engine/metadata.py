@@ -1,20 +1,26 @@
 """Metadata ingestion: every stdout line that is a JSON object becomes a timestamped event.
 
-Lines are found with one regular-expression pass over each block of output, parsed with orjson
-(falling back to the standard parser for the NaN and Infinity that Python's json.dumps prints),
-kept in memory and written in batches, with the running summary (the latest value of each key).
+Lines are found with one regular-expression pass over each block of output (after a cheaper
+search for a brace), parsed with one orjson call per block (falling back line by line, to the
+standard parser for the NaN and Infinity that Python's json.dumps prints), and written in batches
+by a thread with its own connection, so the store's work overlaps reading the next output.
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import re
+import threading
+from itertools import repeat
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-from vhtui.store import Database
+from vhtui.engine.logfile import Region
 from vhtui.store import metadata as metadata_rows
+from vhtui.store import open_database
 
 _JSON_LINE = re.compile(rb"^[ \t]*(\{.*\})[ \t\r]*$", re.M)
 
@@ -31,33 +37,60 @@ def parse_json_object(text: bytes) -> dict[str, Any] | None:
 
 
 class MetadataSink:
-    def __init__(self, db: Database, execution_id: int) -> None:
-        self.db = db
+    def __init__(self, database: Path, execution_id: int) -> None:
         self.execution_id = execution_id
-        self.seq = metadata_rows.count(db, execution_id)
+        self.db = open_database(database)  # used by the writer thread only
+        self.seq = metadata_rows.count(self.db, execution_id)
         self.summary: dict[str, Any] = {}
-        self.pending: list[tuple[int, float, str]] = []
+        self.pending: list[tuple[int, float, bytes]] = []
+        self.batches: queue.Queue[tuple[list[tuple[int, float, bytes]], dict[str, Any], int] | None] = \
+            queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.writer = threading.Thread(target=self._write_batches, name="metadata-writer", daemon=True)
+        self.writer.start()
 
-    def feed(self, block: bytes, now: float) -> int:
+    def feed(self, regions: list[Region], now: float) -> int:
         """Take whole stdout lines; return how many metadata events they held."""
-        if b"{" not in block:
-            return 0
         found = 0
-        for match in _JSON_LINE.finditer(block):
-            text = match.group(1)
-            event = parse_json_object(text)
-            if event is None:
+        for buf, start, end in regions:
+            if buf.find(b"{", start, end) < 0:
                 continue
-            self.pending.append((self.seq, now, text.decode("utf-8", "replace")))
-            self.summary.update(event)
-            self.seq += 1
-            found += 1
+            lines = [m.group(1) for m in _JSON_LINE.finditer(buf, start, end)]
+            if not lines:
+                continue
+            try:
+                events = orjson.loads(b"[" + b",".join(lines) + b"]")
+            except orjson.JSONDecodeError:
+                events = [parse_json_object(line) for line in lines]
+            kept = [(line, event) for line, event in zip(lines, events) if isinstance(event, dict)]
+            for _, event in kept:
+                self.summary.update(event)
+            self.pending.extend(zip(range(self.seq, self.seq + len(kept)), repeat(now), (k[0] for k in kept)))
+            self.seq += len(kept)
+            found += len(kept)
         return found
 
     def flush(self) -> bool:
-        """Store pending events; True if there were any (the summary changed)."""
+        """Hand pending events to the writer; True if there were any (the summary changed)."""
         if not self.pending:
             return False
-        metadata_rows.append_batch(self.db, self.execution_id, self.pending, self.summary, self.seq)
+        self.batches.put((self.pending, dict(self.summary), self.seq))
         self.pending = []
         return True
+
+    def close(self) -> None:
+        """Store everything still pending and stop the writer; raise what the writer hit."""
+        self.flush()
+        self.batches.put(None)
+        self.writer.join()
+        self.db.close()
+        if self.error:
+            raise self.error
+
+    def _write_batches(self) -> None:
+        while (batch := self.batches.get()) is not None:
+            if self.error is None:
+                try:
+                    metadata_rows.append_batch(self.db, self.execution_id, *batch)
+                except BaseException as exc:  # noqa: BLE001 (reported by close())
+                    self.error = exc

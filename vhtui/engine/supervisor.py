@@ -139,7 +139,7 @@ class Supervisor:
     def _pump(self, runner: Any, handle: RunHandle) -> int | None:
         """Move output to the log and the store until the run ends; enforce limits meanwhile."""
         log = LogWriter(self.ctx.home.log_path(self.id))
-        sink = MetadataSink(self.db, self.id)
+        sink = MetadataSink(self.ctx.home.database, self.id)
         time_limit = self.spec.get("time_limit")
         no_output = self.spec.get("no_output_timeout")
         stop_condition = self.spec.get("stop_condition")
@@ -150,9 +150,9 @@ class Supervisor:
                 now = time.monotonic()
                 if chunk.data:
                     last_output = now
-                    block = log.write(chunk.stream, chunk.data)
-                    if chunk.stream == "stdout" and block:
-                        sink.feed(block, time.time())
+                    regions = log.write(chunk.stream, chunk.data)
+                    if chunk.stream == "stdout" and regions:
+                        sink.feed(regions, time.time())
                 if len(sink.pending) >= FLUSH_ROWS or now - last_flush >= FLUSH_S:
                     if sink.flush() and stop_condition and not stopping \
                             and conditions.evaluate(stop_condition, sink.summary):
@@ -173,10 +173,8 @@ class Supervisor:
                     self.collector.collect_live()
                     last_live = now
         finally:
-            tail = log.close()
-            if tail:
-                sink.feed(tail, time.time())
-            sink.flush()
+            sink.feed(log.close(), time.time())
+            sink.close()
         return runner.wait(handle)
 
     def _begin_stop(self, runner: Any, handle: RunHandle, status: str, reason: str) -> bool:

@@ -10,12 +10,13 @@ from vhtui.store.db import Database, dumps
 
 
 def append_batch(
-    db: Database, execution_id: int, rows: Sequence[tuple[int, float, str]], summary: dict[str, Any], count: int
+    db: Database, execution_id: int, rows: Sequence[tuple[int, float, bytes | str]], summary: dict[str, Any],
+    count: int,
 ) -> None:
-    """Store (seq, time, json) rows and the execution's running summary in one transaction."""
+    """Store (seq, time, JSON text) rows and the execution's running summary in one transaction."""
     with db.write() as conn:
         conn.executemany(
-            f"INSERT OR IGNORE INTO metadata (execution_id, seq, time, data) VALUES ({execution_id}, ?, ?, ?)", rows
+            f"INSERT INTO metadata (execution_id, seq, time, data) VALUES ({execution_id}, ?, ?, ?)", rows
         )
         conn.execute(
             "UPDATE executions SET metadata_summary = ?, metadata_count = ? WHERE id = ?",
