@@ -478,11 +478,11 @@ def bench_metadata(report: Report, quick: bool) -> None:
         info(f"baseline (direct, > /dev/null): median {b:.3f} s of 3 ({', '.join(f'{x:.3f}' for x in base)}); "
              f"the loop itself {base_cmd:.3f} s")
         run = sb.launch("metadata", f"--points={n}", poll=0.005, timeout=600)
-        rows = sb.query("SELECT count(*), min(seq), max(seq) FROM metadata WHERE execution_id = ?",
-                        (run.row["id"],))[0]
-        last = sb.query("SELECT data FROM metadata WHERE execution_id = ? ORDER BY seq DESC LIMIT 1",
+        rows = sb.query("SELECT sum(count), min(first_seq), max(first_seq + count) - 1 FROM metadata"
+                        " WHERE execution_id = ?", (run.row["id"],))[0]
+        last = sb.query("SELECT data FROM metadata WHERE execution_id = ? ORDER BY first_seq DESC LIMIT 1",
                         (run.row["id"],))
-        last_step = json.loads(last[0][0]).get("step") if last else None
+        last_step = json.loads(bytes(last[0][0]).split(b"\n")[-1]).get("step") if last else None
         stored = int(rows[0])
         doc = sb.exec_info(run.counter)
         log = sb.log_path(run).read_text(errors="replace")

@@ -4,6 +4,7 @@ Lines are found with one regular-expression pass over each block of output (afte
 search for a brace), parsed with one orjson call per block (falling back line by line, to the
 standard parser for the NaN and Infinity that Python's json.dumps prints), and written in batches
 by a thread with its own connection, so the store's work overlaps reading the next output.
+Events that arrive together are stored together, as one block (see vhtui.store.metadata).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import queue
 import re
 import threading
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import orjson
 
 from vhtui.engine.logfile import Region
 from vhtui.store import metadata as metadata_rows
+from vhtui.store.metadata import Block
 from vhtui.store import open_database
 
 _JSON_LINE = re.compile(rb"^[ \t]*(\{.*\})[ \t\r]*$", re.M)
@@ -40,11 +41,10 @@ class MetadataSink:
     def __init__(self, database: Path, execution_id: int) -> None:
         self.execution_id = execution_id
         self.db = open_database(database)  # used by the writer thread only
-        self.seq = metadata_rows.count(self.db, execution_id)
+        self.seq = metadata_rows.next_seq(self.db, execution_id)
         self.summary: dict[str, Any] = {}
-        self.pending: list[tuple[int, float, bytes]] = []
-        self.batches: queue.Queue[tuple[list[tuple[int, float, bytes]], dict[str, Any], int] | None] = \
-            queue.Queue(maxsize=4)
+        self.pending: list[Block] = []
+        self.batches: queue.Queue[tuple[list[Block], dict[str, Any], int] | None] = queue.Queue(maxsize=4)
         self.error: BaseException | None = None
         self.writer = threading.Thread(target=self._write_batches, name="metadata-writer", daemon=True)
         self.writer.start()
@@ -55,19 +55,21 @@ class MetadataSink:
         for buf, start, end in regions:
             if buf.find(b"{", start, end) < 0:
                 continue
-            lines = [m.group(1) for m in _JSON_LINE.finditer(buf, start, end)]
+            lines = _JSON_LINE.findall(buf, start, end)
             if not lines:
                 continue
-            try:
+            try:  # one parse for the whole block; a line that is `{...}` and parses is an object
                 events = orjson.loads(b"[" + b",".join(lines) + b"]")
             except orjson.JSONDecodeError:
-                events = [parse_json_object(line) for line in lines]
-            kept = [(line, event) for line, event in zip(lines, events) if isinstance(event, dict)]
-            for _, event in kept:
+                parsed = [parse_json_object(line) for line in lines]
+                lines = [line for line, event in zip(lines, parsed) if event is not None]
+                events = [event for event in parsed if event is not None]
+            for event in events:
                 self.summary.update(event)
-            self.pending.extend(zip(range(self.seq, self.seq + len(kept)), repeat(now), (k[0] for k in kept)))
-            self.seq += len(kept)
-            found += len(kept)
+            if lines:
+                self.pending.append((self.seq, len(lines), now, b"\n".join(lines)))
+                self.seq += len(lines)
+                found += len(lines)
         return found
 
     def flush(self) -> bool:
@@ -91,6 +93,6 @@ class MetadataSink:
         while (batch := self.batches.get()) is not None:
             if self.error is None:
                 try:
-                    metadata_rows.append_batch(self.db, self.execution_id, *batch)
+                    metadata_rows.append_blocks(self.db, self.execution_id, *batch)
                 except BaseException as exc:  # noqa: BLE001 (reported by close())
                     self.error = exc

@@ -35,7 +35,7 @@ from vhtui.store import projects as project_rows
 
 HEARTBEAT_S = 2.0
 FLUSH_S = 0.25
-FLUSH_ROWS = 20_000
+FLUSH_BLOCKS = 64
 CONTROL_S = 0.5
 LIVE_OUTPUTS_S = 1.0
 
@@ -153,7 +153,7 @@ class Supervisor:
                     regions = log.write(chunk.stream, chunk.data)
                     if chunk.stream == "stdout" and regions:
                         sink.feed(regions, time.time())
-                if len(sink.pending) >= FLUSH_ROWS or now - last_flush >= FLUSH_S:
+                if len(sink.pending) >= FLUSH_BLOCKS or now - last_flush >= FLUSH_S:
                     if sink.flush() and stop_condition and not stopping \
                             and conditions.evaluate(stop_condition, sink.summary):
                         stopping = self._begin_stop(runner, handle, "stopped", f"stop condition met: {stop_condition}")

@@ -59,10 +59,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX execution_inputs_datum ON execution_inputs (datum_id);
     CREATE TABLE metadata (
         execution_id INTEGER NOT NULL,
-        seq INTEGER NOT NULL,
+        first_seq INTEGER NOT NULL,
+        count INTEGER NOT NULL,
         time REAL NOT NULL,
-        data TEXT NOT NULL,
-        PRIMARY KEY (execution_id, seq)
+        data BLOB NOT NULL,
+        PRIMARY KEY (execution_id, first_seq)
     ) WITHOUT ROWID;
     CREATE TABLE datums (
         id TEXT PRIMARY KEY,
