@@ -9,10 +9,13 @@ and `valohai.metadata.jsonl` (reserved keys `valohai.tags`, `valohai.alias`,
 from __future__ import annotations
 
 import json
+import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from vhtui.data.blobs import sha256_of
 from vhtui.data.datums import DATASET_SCHEME, DatumStore
 from vhtui.store import datums as datum_rows
 
@@ -31,12 +34,19 @@ class OutputCollector:
 
     def collect_live(self) -> list[dict[str, Any]]:
         """Store files made read-only since the last look."""
-        return [d for rel, st in self._files() if not st.st_mode & 0o222 and self._changed(rel, st)
-                for d in [self._store(rel, st)] if d]
+        return self._store_all([(rel, st) for rel, st in self._files()
+                                if not st.st_mode & 0o222 and self._changed(rel, st)])
 
     def collect_all(self) -> list[dict[str, Any]]:
         """Store every output not stored yet (or changed since it was)."""
-        return [d for rel, st in self._files() if self._changed(rel, st) for d in [self._store(rel, st)] if d]
+        return self._store_all([(rel, st) for rel, st in self._files() if self._changed(rel, st)])
+
+    def _store_all(self, files: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+        """Hash on every core (hashing is the cost of storing), then record one by one."""
+        with ThreadPoolExecutor(max_workers=max(1, min(len(files), os.cpu_count() or 1))) as pool:
+            digests = list(pool.map(lambda item: _digest_or_none(self.outputs_dir / item[0]), files))
+        stored = [self._store(rel, st, sha256) for (rel, st), sha256 in zip(files, digests)]
+        return [d for d in stored if d]
 
     def _files(self) -> list[tuple[str, Any]]:
         if not self.outputs_dir.is_dir():
@@ -55,7 +65,7 @@ class OutputCollector:
     def _changed(self, rel: str, st: Any) -> bool:
         return self.stored.get(rel) != (st.st_size, st.st_mtime_ns)
 
-    def _store(self, rel: str, st: Any) -> dict[str, Any] | None:
+    def _store(self, rel: str, st: Any, sha256: str | None) -> dict[str, Any] | None:
         path = self.outputs_dir / rel
         properties = self._sidecar_properties(rel)
         tags = [str(t) for t in _as_list(properties.pop("valohai.tags", []))]
@@ -64,7 +74,7 @@ class OutputCollector:
         try:
             datum = self.datums.add(
                 path, name=rel, project_id=self.project_id, kind="output",
-                producer_execution_id=self.execution_id, tags=tags, properties=properties,
+                producer_execution_id=self.execution_id, tags=tags, properties=properties, sha256=sha256,
             )
         except Exception as exc:  # a full disk must not stop the other outputs from being stored
             self.errors.append(str(exc))
@@ -100,6 +110,13 @@ class OutputCollector:
             if isinstance(data, dict):
                 properties.update(data)
         return properties
+
+
+def _digest_or_none(path: Path) -> str | None:
+    try:
+        return sha256_of(path)
+    except OSError:  # vanished or unreadable: _store reports it
+        return None
 
 
 def _as_list(value: Any) -> list[Any]:
