@@ -32,7 +32,8 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

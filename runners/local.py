@@ -68,7 +68,7 @@ class LocalRunner:
     def start(self, spec: RunSpec) -> RunHandle:
         env = dict(os.environ)
         env.update(spec.env)
-        if spec.gpu_ids or "CUDA_VISIBLE_DEVICES" in spec.env:
+        if spec.gpu_ids:  # a step that asks for no GPUs sees what the user's environment shows
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spec.gpu_ids)
         if spec.options.get("env_mode", "venv") == "venv":
             python = spec.options.get("python") or "python3"

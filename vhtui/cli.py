@@ -11,7 +11,7 @@ import csv
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ def _execution(ctx: Any, ref: str) -> dict[str, Any]:
 
 
 def _iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat() if ts else None
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
 
 
 def _duration(execution: dict[str, Any]) -> float | None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import contextmanager
-from typing import Iterator, Protocol, TextIO
+from typing import Protocol, TextIO
+from collections.abc import Iterator
 
 
 class Task(Protocol):

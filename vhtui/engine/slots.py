@@ -8,7 +8,6 @@ can never leak a slot or a GPU.
 from __future__ import annotations
 
 import fcntl
-import os
 from pathlib import Path
 from typing import Any
 

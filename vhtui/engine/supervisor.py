@@ -115,8 +115,6 @@ class Supervisor:
             "repository": str(self.dirs.repository), "inputs": str(self.dirs.inputs),
             "outputs": str(self.dirs.outputs), "config": str(self.dirs.config)})
         env.update(self.execution["environment"])
-        if gpu_ids or self.spec.get("gpus"):
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
         run_spec = RunSpec(
             run_id=self.execution["uid"], script=self.dirs.script, repository_dir=self.dirs.repository,
             inputs_dir=self.dirs.inputs, outputs_dir=self.dirs.outputs, config_dir=self.dirs.config, env=env,
