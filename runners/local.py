@@ -11,9 +11,11 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import queue
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +27,7 @@ from runners.pyenv import activation_env, ensure_layered_venv
 _PR_SET_PDEATHSIG = 1
 _F_SETPIPE_SZ = 1031
 _READ_SIZE = 1 << 20
+_QUEUED_CHUNKS = 16  # at most this many MB read ahead of the consumer
 
 
 def _die_with_parent() -> None:
@@ -90,37 +93,29 @@ class LocalRunner:
         return RunHandle(spec.run_id, self.kind, {"pid": proc.pid, "pgid": proc.pid}, live=proc)
 
     def stream(self, handle: RunHandle, offset: int = 0, tick: float = 0.5) -> Iterator[OutputChunk]:
+        """Output as it comes. A thread drains the pipes while the caller stores what it got, so
+        the command is not held up by the storing (a flood runs at nearly `command > file` speed)."""
         proc: subprocess.Popen[bytes] = handle.live
         if proc is None:
             raise RunnerError("a local run can only be streamed by the process that started it")
         if offset != handle.state.get("consumed", 0):
             raise RunnerError("a local run's output cannot be re-read from an earlier offset")
-        selector = selectors.DefaultSelector()
-        selector.register(proc.stdout, selectors.EVENT_READ, "stdout")
-        selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
-        open_streams = 2
-        exited_at: float | None = None
-        try:
-            while open_streams:
-                events = selector.select(tick)
-                if not events:
-                    yield OutputChunk("stdout", b"")
-                for key, _ in events:
-                    data = os.read(key.fileobj.fileno(), _READ_SIZE)
-                    if not data:
-                        selector.unregister(key.fileobj)
-                        open_streams -= 1
-                        continue
-                    handle.state["consumed"] = handle.state.get("consumed", 0) + len(data)
-                    yield OutputChunk(key.data, data)
-                if exited_at is None and proc.poll() is not None:
-                    exited_at = time.monotonic()
-                elif exited_at is not None and time.monotonic() - max(exited_at, handle.state.get("grace_until", 0)) > 1.0:
-                    # the main process is gone but something it started holds the pipes open (during a
-                    # stop, that something gets the whole grace period to finish, as stop() promises)
-                    kill_group(handle.state["pgid"])
-        finally:
-            selector.close()
+        chunks: queue.Queue[OutputChunk | BaseException | None] = queue.Queue(maxsize=_QUEUED_CHUNKS)
+        reader = threading.Thread(target=_drain_pipes, args=(proc, handle, chunks), name="pipe-reader", daemon=True)
+        reader.start()
+        while True:
+            try:
+                item = chunks.get(timeout=tick)
+            except queue.Empty:
+                yield OutputChunk("stdout", b"")
+                continue
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            handle.state["consumed"] = handle.state.get("consumed", 0) + len(item.data)
+            yield item
+        reader.join()
 
     def wait(self, handle: RunHandle, timeout: float | None = None) -> int | None:
         proc: subprocess.Popen[bytes] = handle.live
@@ -149,6 +144,37 @@ class LocalRunner:
         if state.get("pgid"):
             kill_group(int(state["pgid"]))
         return None
+
+
+def _drain_pipes(
+    proc: subprocess.Popen[bytes], handle: RunHandle, chunks: queue.Queue[OutputChunk | BaseException | None],
+) -> None:
+    """Read stdout and stderr in arrival order until both close; None marks the end."""
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ, "stdout")  # type: ignore[arg-type]
+    selector.register(proc.stderr, selectors.EVENT_READ, "stderr")  # type: ignore[arg-type]
+    open_streams = 2
+    exited_at: float | None = None
+    try:
+        while open_streams:
+            for key, _ in selector.select(0.25):
+                data = os.read(key.fileobj.fileno(), _READ_SIZE)  # type: ignore[union-attr]
+                if data:
+                    chunks.put(OutputChunk(key.data, data))
+                else:
+                    selector.unregister(key.fileobj)
+                    open_streams -= 1
+            if exited_at is None and proc.poll() is not None:
+                exited_at = time.monotonic()
+            elif exited_at is not None and time.monotonic() - max(exited_at, handle.state.get("grace_until", 0)) > 1.0:
+                # the main process is gone but something it started holds the pipes open (during a
+                # stop, that something gets the whole grace period to finish, as stop() promises)
+                kill_group(handle.state["pgid"])
+    except BaseException as exc:  # noqa: BLE001 (handed to the consumer, which raises it)
+        chunks.put(exc)
+    finally:
+        selector.close()
+        chunks.put(None)
 
 
 def _script_argv(script: Path) -> list[str]:
