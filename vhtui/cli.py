@@ -308,7 +308,15 @@ def cmd_data_alias(args: argparse.Namespace) -> int:
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
-    raise VhtuiError("the TUI is not built yet: use the commands listed by `vhtui --help`")
+    from vhtui.tui.app import run_tui
+
+    try:
+        from vhtui.project import find_root
+
+        root = find_root()
+    except NotFound:
+        root = None  # not in a project: open on the projects list
+    return run_tui(root)
 
 
 # -- parser ---------------------------------------------------------------------------------

@@ -19,3 +19,7 @@ class Context:
     def open(cls) -> Context:
         home = current_home()
         return cls(home=home, db=open_database(home.database), settings=load_settings(home))
+
+    def with_new_connection(self) -> Context:
+        """The same state with a connection of its own, for a worker thread."""
+        return Context(home=self.home, db=open_database(self.home.database), settings=self.settings)

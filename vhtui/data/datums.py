@@ -79,6 +79,18 @@ class DatumStore:
         self.blobs.export(datum["sha256"], target)
         return target
 
+    def delete(self, datum_id: str) -> None:
+        """Forget a datum and free its content when nothing else shares it; refused while in use."""
+        running = datum_rows.users_still_running(self.db, datum_id)
+        if running:
+            raise VhtuiError(f"datum {datum_id[:8]} is an input of running execution(s) "
+                             + ", ".join(f"#{c}" for c in running))
+        datum = datum_rows.get(self.db, datum_id)
+        if datum is None:
+            raise NotFound(f"no datum {datum_id}")
+        if datum_rows.delete(self.db, datum_id):
+            self.blobs.path(datum["sha256"]).unlink(missing_ok=True)
+
     def set_alias(self, project_id: int, alias: str, ref: str) -> dict[str, Any]:
         if not alias or "/" in alias or alias.startswith(DATUM_SCHEME):
             raise VhtuiError(f"invalid alias name {alias!r}")

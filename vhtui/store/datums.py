@@ -104,3 +104,23 @@ def dataset_version_datums(db: Database, project_id: int, dataset: str, version:
         (project_id, dataset, version),
     )
     return [r["datum_id"] for r in rows]
+
+
+def users_still_running(db: Database, datum_id: str) -> list[int]:
+    """Counters of active executions that take this datum as an input."""
+    rows = db.query(
+        "SELECT e.counter FROM executions e JOIN execution_inputs i ON i.execution_id = e.id"
+        " WHERE i.datum_id = ? AND e.status IN ('created', 'queued', 'started', 'stopping')", (datum_id,))
+    return [r["counter"] for r in rows]
+
+
+def delete(db: Database, datum_id: str) -> bool:
+    """Remove a datum, its aliases and dataset memberships; True if no other datum shares its content."""
+    with db.write() as conn:
+        sha = conn.execute("SELECT sha256 FROM datums WHERE id = ?", (datum_id,)).fetchone()
+        if sha is None:
+            return False
+        conn.execute("DELETE FROM datum_aliases WHERE datum_id = ?", (datum_id,))
+        conn.execute("DELETE FROM dataset_version_datums WHERE datum_id = ?", (datum_id,))
+        conn.execute("DELETE FROM datums WHERE id = ?", (datum_id,))
+        return conn.execute("SELECT 1 FROM datums WHERE sha256 = ? LIMIT 1", (sha[0],)).fetchone() is None

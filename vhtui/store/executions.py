@@ -122,3 +122,52 @@ def consumers_of_datum(db: Database, datum_id: str) -> list[dict[str, Any]]:
             (datum_id,),
         )
     ]
+
+
+SORTABLE = {"counter": "counter", "status": "status", "step": "step", "title": "title",
+            "duration": "(COALESCE(ended_at, (julianday('now') - 2440587.5) * 86400.0) - started_at)", "runner": "runner",
+            "created": "created_at"}
+
+
+def _filter_sql(project_id: int, status: str | None, step: str | None, text: str | None) -> tuple[str, list[Any]]:
+    sql = " WHERE project_id = ?"
+    params: list[Any] = [project_id]
+    if status:
+        sql += " AND status = ?"
+        params.append(status)
+    if step:
+        sql += " AND step LIKE ?"
+        params.append(f"{step}%")
+    if text:
+        sql += " AND (step LIKE ? OR title LIKE ? OR parameters LIKE ? OR status LIKE ? OR '#' || counter = ?)"
+        like = f"%{text}%"
+        params += [like, like, like, like, text]
+    return sql, params
+
+
+def page(
+    db: Database, project_id: int, *, offset: int, limit: int, status: str | None = None, step: str | None = None,
+    text: str | None = None, sort: str = "counter", descending: bool = True,
+) -> list[dict[str, Any]]:
+    """One window of a filtered, sorted listing: screens fetch only the rows they show.
+
+    `sort` is a column of SORTABLE or `metric:<key>` (the latest value of a metadata key).
+    """
+    where, params = _filter_sql(project_id, status, step, text)
+    if sort.startswith("metric:"):
+        order = "json_extract(metadata_summary, ?)"
+        params.append(f'$."{sort[7:]}"')
+    else:
+        order = SORTABLE.get(sort, "counter")
+    direction = "DESC" if descending else "ASC"
+    sql = (f"SELECT * FROM executions{where} ORDER BY {order} IS NULL, {order} {direction}, counter DESC"
+           " LIMIT ? OFFSET ?")
+    if sort.startswith("metric:"):  # the placeholder appears twice in ORDER BY
+        params.append(params[-1])
+    return [_decode(r) for r in db.query(sql, [*params, limit, offset])]  # type: ignore[misc]
+
+
+def count(db: Database, project_id: int, status: str | None = None, step: str | None = None,
+          text: str | None = None) -> int:
+    where, params = _filter_sql(project_id, status, step, text)
+    return int(db.query_one(f"SELECT count(*) FROM executions{where}", params)[0])  # type: ignore[index]

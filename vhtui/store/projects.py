@@ -35,3 +35,12 @@ def find_by_path(db: Database, path: Path) -> dict[str, Any] | None:
 
 def list_all(db: Database) -> list[dict[str, Any]]:
     return [dict(r) for r in db.query("SELECT * FROM projects ORDER BY name")]
+
+
+def list_with_activity(db: Database) -> list[tuple[dict[str, Any], int, float | None]]:
+    """Projects with their execution count and last launch, most recently active first."""
+    rows = db.query(
+        "SELECT p.*, count(e.id) AS runs, max(e.created_at) AS last FROM projects p"
+        " LEFT JOIN executions e ON e.project_id = p.id GROUP BY p.id ORDER BY last DESC NULLS LAST, p.name"
+    )
+    return [({k: r[k] for k in r.keys() if k not in ("runs", "last")}, r["runs"], r["last"]) for r in rows]

@@ -1,0 +1,195 @@
+"""The workbench app: screens, global keys, the command palette, and watching the store.
+
+The app holds no state the store does not have. It notices other processes' commits with SQLite's
+`PRAGMA data_version` (a cheap read, polled twice a second) and tells the active screen, which
+refetches only what it shows; every few seconds it reconciles crashed supervisors in a worker.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from textual.app import App
+from textual.binding import Binding
+from textual.command import Hit, Hits, Provider
+from textual.message import Message
+from textual import work
+
+from vhtui.context import Context
+from vhtui.errors import VhtuiError
+from vhtui.store import projects as project_rows
+
+
+class StoreChanged(Message):
+    """Another process committed to the store: refetch what is on screen."""
+
+
+class WorkbenchCommands(Provider):
+    """Ctrl+P: jump to `#N`, run a step, switch project, open any screen."""
+
+    async def search(self, query: str) -> Hits:
+        app: VhtuiApp = self.app  # type: ignore[assignment]
+        matcher = self.matcher(query)
+        for title, help_text, callback in app.palette_entries(query):
+            score = matcher.match(title)
+            if score > 0 or title.startswith(query.strip()):
+                yield Hit(max(score, 0.5), matcher.highlight(title), callback, help=help_text)
+
+
+class VhtuiApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "vhtui"
+    COMMANDS = App.COMMANDS | {WorkbenchCommands}
+    BINDINGS = [
+        Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("P", "projects", "Projects", show=False, id="app.projects"),
+        Binding("D", "data", "Data", id="app.data"),
+        Binding("L", "launch", "Launch", show=False, id="app.launch"),
+    ]
+
+    def __init__(
+        self, ctx: Context, project_root: Path | None = None, watch_interval: float = 0.5,
+        keymap: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.keymap = keymap or {}
+        self.project_id: int | None = None
+        self.project_root: Path | None = None
+        self.watch_interval = watch_interval
+        self._data_version: int | None = None
+        if project_root is not None:
+            self.project_id = project_rows.ensure(ctx.db, project_root)
+            self.project_root = project_root
+
+    def on_mount(self) -> None:
+        self.set_keymap(self.keymap)
+        self.set_interval(self.watch_interval, self._watch_store)
+        self.set_interval(5.0, self._reconcile)
+        if self.project_id is not None:
+            self.open_project(self.project_id)
+        else:
+            from vhtui.tui.screens.projects import ProjectsScreen
+
+            self.push_screen(ProjectsScreen())
+
+    # -- store ----------------------------------------------------------------------------
+    def _watch_store(self) -> None:
+        version = self.ctx.db.query_one("PRAGMA data_version")[0]
+        if version != self._data_version:
+            self._data_version = version
+            self.screen.post_message(StoreChanged())
+
+    def store_changed_here(self) -> None:
+        """Our own writes do not move data_version for our connection: announce them."""
+        self.screen.post_message(StoreChanged())
+
+    @work(thread=True, exclusive=True, group="reconcile")
+    def _reconcile(self) -> None:
+        from vhtui.engine.reconcile import reconcile
+
+        ctx = self.ctx.with_new_connection()
+        try:
+            if reconcile(ctx):
+                self.call_from_thread(self.store_changed_here)
+        finally:
+            ctx.db.close()
+
+    # -- navigation -----------------------------------------------------------------------
+    def open_project(self, project_id: int) -> None:
+        from vhtui.tui.screens.executions import ExecutionsScreen
+
+        project = project_rows.get(self.ctx.db, project_id)
+        if project is None:
+            self.notify(f"no project {project_id}", severity="error")
+            return
+        self.project_id = project_id
+        self.project_root = Path(project["path"])
+        self.sub_title = project["name"]
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+        self.push_screen(ExecutionsScreen(project_id))
+
+    def open_execution(self, execution_id: int) -> None:
+        from vhtui.tui.screens.execution import ExecutionScreen
+
+        self.push_screen(ExecutionScreen(execution_id))
+
+    def open_launch(self, step: str | None = None, prefill: dict[str, Any] | None = None) -> None:
+        from vhtui.tui.screens.launch import LaunchScreen
+
+        if self.project_root is None:
+            self.notify("open a project first", severity="warning")
+            return
+        try:
+            self.push_screen(LaunchScreen(self.project_root, step=step, prefill=prefill))
+        except VhtuiError as exc:
+            self.notify(str(exc), severity="error", timeout=8)
+
+    def action_help(self) -> None:
+        from vhtui.tui.screens.help import HelpScreen
+
+        self.push_screen(HelpScreen(self.screen))
+
+    def action_projects(self) -> None:
+        from vhtui.tui.screens.projects import ProjectsScreen
+
+        self.push_screen(ProjectsScreen())
+
+    def action_data(self) -> None:
+        from vhtui.tui.screens.data import DataScreen
+
+        if self.project_id is not None:
+            self.push_screen(DataScreen(self.project_id))
+
+    def action_launch(self) -> None:
+        self.open_launch()
+
+    # -- command palette ------------------------------------------------------------------
+    def palette_entries(self, query: str) -> list[tuple[str, str, Any]]:
+        from vhtui.project import load_config
+        from vhtui.store import executions as execution_rows
+
+        entries: list[tuple[str, str, Any]] = []
+        text = query.strip().lstrip("#")
+        if self.project_id is not None and text.isdigit():
+            execution = execution_rows.get_by_counter(self.ctx.db, self.project_id, int(text))
+            if execution:
+                entries.append((f"#{execution['counter']} {execution['step']} ({execution['status']})",
+                                "open this execution", partial(self.open_execution, execution["id"])))
+        if self.project_root is not None:
+            try:
+                steps = list(load_config(self.project_root / "valohai.yaml").steps)
+            except VhtuiError:
+                steps = []
+            entries += [(f"run {step}", "open the launch form for this step", partial(self.open_launch, step))
+                        for step in steps]
+        entries += [(f"project {p['name']}", p["path"], partial(self.open_project, p["id"]))
+                    for p in project_rows.list_all(self.ctx.db)]
+        entries += [("screen: projects", "all projects", self.action_projects),
+                    ("screen: data", "every datum of this project", self.action_data),
+                    ("screen: launch", "launch an execution", self.action_launch),
+                    ("screen: help", "keys of the current screen", self.action_help)]
+        return entries
+
+
+def load_keymap(path: Path) -> dict[str, str]:
+    """`binding-id = "keys"` lines, so any key can be remapped (ids are listed by `?`)."""
+    if not path.is_file():
+        return {}
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise VhtuiError(f"{path} is not valid TOML: {exc}") from None
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def run_tui(project_root: Path | None) -> int:
+    ctx = Context.open()
+    VhtuiApp(ctx, project_root, keymap=load_keymap(ctx.home.root / "keymap.toml")).run()
+    return 0

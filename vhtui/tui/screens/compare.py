@@ -1,0 +1,91 @@
+"""Two or more executions side by side: parameters with differences marked, metrics overlaid."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, SelectionList, Static
+
+from vhtui.engine.metrics import load_series
+from vhtui.store import executions as execution_rows
+from vhtui.tui.widgets.metric_chart import MetricChart
+
+
+def parameter_table(executions: list[dict[str, Any]]) -> Table:
+    """One row per parameter (then per metric), one column per execution; differing rows marked."""
+    table = Table(expand=True, box=None, header_style="bold")
+    table.add_column("")
+    for execution in executions:
+        table.add_column(f"#{execution['counter']} {execution['step']}")
+    sections = [("param", lambda e: e["parameters"]), ("metric", lambda e: e["metadata_summary"])]
+    for prefix, values_of in sections:
+        keys: list[str] = []
+        for execution in executions:
+            keys += [k for k in values_of(execution) if k not in keys]
+        for key in keys:
+            cells = [json.dumps(values_of(e).get(key)) if key in values_of(e) else "—" for e in executions]
+            differs = len(set(cells)) > 1
+            style = "bold yellow" if differs else "dim"
+            table.add_row(Text(f"{prefix} {key}", style="bold" if differs else ""),
+                          *[Text(c, style=style) for c in cells])
+    return table
+
+
+class CompareScreen(Screen[None]):
+    BINDINGS = [Binding("escape", "back", "Back", id="compare.back")]
+
+    def __init__(self, execution_ids: list[int]) -> None:
+        super().__init__()
+        self.execution_ids = execution_ids
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll():
+            yield Static(id="parameters")
+            with Horizontal(id="compare-charts"):
+                yield SelectionList[str](id="keys")
+                yield MetricChart(id="chart")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        db = self.app.ctx.db  # type: ignore[attr-defined]
+        executions = [e for e in (execution_rows.get(db, i) for i in self.execution_ids) if e]
+        self.executions = executions
+        self.app.sub_title = "compare " + " ".join(f"#{e['counter']}" for e in executions)
+        self.query_one("#parameters", Static).update(parameter_table(executions))
+        keys: list[str] = []
+        for execution in executions:
+            keys += [k for k, v in execution["metadata_summary"].items()
+                     if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in keys]
+        picker = self.query_one("#keys", SelectionList)
+        for index, key in enumerate(keys):
+            picker.add_option((key, key, index == 0))
+        self._load(keys[:1])
+
+    def on_selection_list_selected_changed(self, event: SelectionList.SelectedChanged) -> None:
+        self._load(list(event.selection_list.selected))
+
+    @work(thread=True, exclusive=True, group="compare-load")
+    def _load(self, keys: list[str]) -> None:
+        from vhtui.store import open_database
+
+        db = open_database(self.app.ctx.home.database)  # type: ignore[attr-defined]
+        try:
+            series = {}
+            for execution in self.executions:
+                for key, values in load_series(db, execution["id"], keys).items():
+                    series[f"#{execution['counter']} {key}"] = values
+        finally:
+            db.close()
+        self.app.call_from_thread(self.query_one("#chart", MetricChart).set_series, series)
+
+    def action_back(self) -> None:
+        self.app.pop_screen()

@@ -1,0 +1,118 @@
+"""The home screen: a project's executions, live, filterable and sortable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Static
+
+from vhtui.tui.app import StoreChanged
+from vhtui.tui.actions import confirm_and_stop, rerun
+from vhtui.tui.widgets.execution_table import ExecutionTable
+
+
+class ExecutionsScreen(Screen[None]):
+    BINDINGS = [
+        Binding("slash", "filter", "Filter", id="executions.filter"),
+        Binding("escape", "clear", "Clear", show=False, id="executions.clear"),
+        Binding("c", "compare", "Compare", id="executions.compare"),
+        Binding("n", "new", "New", id="executions.new"),
+        Binding("r", "rerun", "Re-run", id="executions.rerun"),
+        Binding("s", "stop", "Stop", id="executions.stop"),
+    ]
+
+    def __init__(self, project_id: int) -> None:
+        super().__init__()
+        self.project_id = project_id
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Input(placeholder="filter: text, status:error, step:train (enter to apply, esc to clear)", id="filter")
+        yield ExecutionTable(self.app.ctx.db, self.project_id, id="executions")  # type: ignore[attr-defined]
+        yield Static(id="status-line")
+        yield Footer()
+
+    @property
+    def table(self) -> ExecutionTable:
+        return self.query_one(ExecutionTable)
+
+    def on_mount(self) -> None:
+        self.table.focus()
+        self.call_after_refresh(self._reload)
+
+    def _reload(self) -> None:
+        self.table.reload()
+        query = self.table.query
+        shown = f"{self.table.total} execution(s)"
+        if query.text:
+            shown += f" matching {query.text!r}"
+        if self.table.selected:
+            shown += f" · {len(self.table.selected)} selected (c to compare)"
+        self.query_one("#status-line", Static).update(shown)
+
+    def on_store_changed(self, message: StoreChanged) -> None:
+        self._reload()
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._reload)
+
+    def on_execution_table_opened(self, message: ExecutionTable.Opened) -> None:
+        self.app.open_execution(message.execution_id)  # type: ignore[attr-defined]
+
+    def on_execution_table_sort_changed(self, message: ExecutionTable.SortChanged) -> None:
+        self._reload()
+
+    # -- filter ---------------------------------------------------------------------------
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.add_class("visible")
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter":
+            self.table.set_filter(event.value)
+            self._reload()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            self.table.focus()
+
+    def action_clear(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.value or box.has_class("visible"):
+            box.value = ""
+            box.remove_class("visible")
+            self.table.set_filter("")
+        else:
+            self.table.selected.clear()
+        self.table.focus()
+        self._reload()
+
+    # -- actions --------------------------------------------------------------------------
+    def _current(self) -> dict[str, Any] | None:
+        return self.table.row(self.table.cursor) if self.table.total else None
+
+    def action_compare(self) -> None:
+        from vhtui.tui.screens.compare import CompareScreen
+
+        ids = sorted(self.table.selected)
+        if len(ids) < 2:
+            self.notify("select two or more executions with space first", severity="warning")
+            return
+        self.app.push_screen(CompareScreen(ids))
+
+    def action_new(self) -> None:
+        self.app.open_launch()  # type: ignore[attr-defined]
+
+    def action_rerun(self) -> None:
+        execution = self._current()
+        if execution:
+            rerun(self.app, execution)
+
+    def action_stop(self) -> None:
+        execution = self._current()
+        if execution:
+            confirm_and_stop(self.app, execution)

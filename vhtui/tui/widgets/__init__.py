@@ -1,0 +1,1 @@
+"""Widgets of the workbench, grouped by the data they show."""
