@@ -154,16 +154,18 @@ def page(
     `sort` is a column of SORTABLE or `metric:<key>` (the latest value of a metadata key).
     """
     where, params = _filter_sql(project_id, status, step, text)
-    if sort.startswith("metric:"):
-        order = "json_extract(metadata_summary, ?)"
-        params.append(f'$."{sort[7:]}"')
-    else:
-        order = SORTABLE.get(sort, "counter")
     direction = "DESC" if descending else "ASC"
-    sql = (f"SELECT * FROM executions{where} ORDER BY {order} IS NULL, {order} {direction}, counter DESC"
-           " LIMIT ? OFFSET ?")
-    if sort.startswith("metric:"):  # the placeholder appears twice in ORDER BY
-        params.append(params[-1])
+    if sort.startswith("metric:"):
+        params.append(f'$."{sort[7:]}"')
+        expression = "json_extract(metadata_summary, ?)"
+        params.append(params[-1])  # the expression appears twice below
+    else:
+        expression = SORTABLE.get(sort, "counter")
+    if expression == "counter":  # walks the (project_id, counter) index and stops at LIMIT
+        order = f"counter {direction}"
+    else:  # executions without the value sort last, whichever the direction
+        order = f"{expression} IS NULL, {expression} {direction}, counter DESC"
+    sql = f"SELECT * FROM executions{where} ORDER BY {order} LIMIT ? OFFSET ?"
     return [_decode(r) for r in db.query(sql, [*params, limit, offset])]  # type: ignore[misc]
 
 

@@ -45,6 +45,12 @@ class ExecutionsScreen(Screen[None]):
 
     def _reload(self) -> None:
         self.table.reload()
+        self._describe()
+
+    def on_execution_table_counted(self, message: ExecutionTable.Counted) -> None:
+        self._describe()
+
+    def _describe(self) -> None:
         query = self.table.query
         shown = f"{self.table.total} execution(s)"
         if query.text:

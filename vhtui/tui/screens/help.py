@@ -17,21 +17,25 @@ class HelpScreen(ModalScreen[None]):
         super().__init__()
         self.under = under
 
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(keys, what they do, binding id) for every binding active on the screen underneath."""
+        found: dict[tuple[str, str], list[str]] = {}
+        for active in self.under.active_bindings.values():
+            binding = active.binding
+            found.setdefault((binding.description or binding.action, binding.id or ""), []).append(
+                self.app.get_key_display(binding))
+        rows = [(" ".join(sorted(set(keys))), name, binding_id) for (name, binding_id), keys in found.items()]
+        rows.sort(key=lambda row: row[1])
+        return rows + [("ctrl+p", "Command palette: #N, run STEP, project NAME, screens", "")]
+
     def compose(self) -> ComposeResult:
         table = Table(title=f"Keys: {type(self.under).__name__.removesuffix('Screen') or 'screen'}",
                       expand=True, box=None, title_style="bold")
         table.add_column("key", style="bold cyan", no_wrap=True)
         table.add_column("action")
         table.add_column("binding id", style="dim")
-        seen: set[str] = set()
-        for key, active in sorted(self.under.active_bindings.items(), key=lambda kv: kv[1].binding.description):
-            binding = active.binding
-            name = binding.description or binding.action
-            if (name, binding.id) in seen:
-                continue
-            seen.add((name, binding.id))  # type: ignore[arg-type]
-            table.add_row(self.app.get_key_display(binding), name, binding.id or "")
-        table.add_row("ctrl+p", "Command palette: #N, run STEP, project NAME, screens", "")
+        for row in self.rows():
+            table.add_row(*row)
         with VerticalScroll(id="help-box"):
             yield Static(table)
             yield Static("Remap keys in $VHTUI_HOME/keymap.toml: `binding-id = \"key\"`.", classes="field-label")

@@ -16,6 +16,7 @@ from typing import Any
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual import work
 from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
@@ -23,7 +24,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from vhtui.store import Database
+from vhtui.store import Database, open_database
 from vhtui.store import executions as execution_rows
 
 STATUS_STYLE = {
@@ -102,6 +103,13 @@ class ExecutionTable(ScrollView, can_focus=True):
             super().__init__()
             self.execution_id = execution_id
 
+    class Counted(Message):
+        """The number of executions matching the filter is known (it may arrive after the rows)."""
+
+        def __init__(self, total: int) -> None:
+            super().__init__()
+            self.total = total
+
     class SortChanged(Message):
         def __init__(self, query: Query) -> None:
             super().__init__()
@@ -121,20 +129,26 @@ class ExecutionTable(ScrollView, can_focus=True):
 
     # -- data ---------------------------------------------------------------------------
     def reload(self) -> None:
-        """Refetch the count and the visible window (after a filter, a sort or a store change)."""
+        """Refetch the visible window now, and the total in a worker (after a filter, sort or change).
+
+        The window query walks an index and stops at its LIMIT, so it stays fast on any history;
+        counting every match cannot, so it never holds up a keystroke.
+        """
         keep = self.current_id()
-        parts = self.query.parts()
-        self.total = execution_rows.count(self.db, self.project_id, **parts)
-        self.virtual_size = Size(self.size.width, self.total + 1)
+        self._fetch_window(force=True)
+        if len(self.window) < self._window_limit():  # the window holds the end: the total is known
+            self._set_total(self.window_start + len(self.window))
+        else:
+            self._set_total(max(self.total, self.window_start + len(self.window)))
+            self._count_in_background(self.query.parts())
         metrics: Counter[str] = Counter()
         params: Counter[str] = Counter()
-        for recent in execution_rows.page(self.db, self.project_id, offset=0, limit=50, **parts):
+        for recent in self.window[:50]:
             metrics.update(k for k, v in recent["metadata_summary"].items()
                            if isinstance(v, (int, float)) and not isinstance(v, bool))
             params.update(recent["parameters"].keys())
         self.metric_keys = [k for k, _ in metrics.most_common()]  # the most common first
         self.param_keys = [k for k, _ in params.most_common()]
-        self._fetch_window(force=True)
         if keep is not None:
             for index, row in enumerate(self.window):
                 if row["id"] == keep:
@@ -142,6 +156,26 @@ class ExecutionTable(ScrollView, can_focus=True):
                     break
         self.cursor = max(0, min(self.cursor, self.total - 1))
         self.refresh()
+
+    def _set_total(self, total: int) -> None:
+        self.total = total
+        self.virtual_size = Size(self.size.width, total + 1)
+        self.cursor = max(0, min(self.cursor, total - 1))
+        self.refresh()
+        self.post_message(self.Counted(total))
+
+    @work(thread=True, exclusive=True, group="count")
+    def _count_in_background(self, parts: dict[str, str | None]) -> None:
+        db = open_database(self.db.path)
+        try:
+            total = execution_rows.count(db, self.project_id, **parts)
+        finally:
+            db.close()
+        if parts == self.query.parts():  # a newer filter would have started its own count
+            self.app.call_from_thread(self._set_total, total)
+
+    def _window_limit(self) -> int:
+        return self.body_height * 3
 
     @property
     def body_height(self) -> int:
@@ -155,7 +189,7 @@ class ExecutionTable(ScrollView, can_focus=True):
             return
         start = max(0, top - height)
         self.window = execution_rows.page(
-            self.db, self.project_id, offset=start, limit=height * 3, sort=self.query.sort,
+            self.db, self.project_id, offset=start, limit=self._window_limit(), sort=self.query.sort,
             descending=self.query.descending, **self.query.parts(),
         )
         self.window_start = start
@@ -306,7 +340,7 @@ class ExecutionTable(ScrollView, can_focus=True):
         self.post_message(self.SortChanged(self.query))
 
     def set_filter(self, text: str) -> None:
+        """Show what matches `text`; the caller reloads (once) when it is ready."""
         self.query.text = text
         self.cursor = 0
         self.scroll_to(y=0, animate=False, immediate=True)
-        self.reload()

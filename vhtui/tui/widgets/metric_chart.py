@@ -130,7 +130,8 @@ class MetricChart(Widget):
         if not self.is_mounted or self._redraw is not None:
             return
         wait = self._last_draw + 1 / REDRAW_PER_S - time.monotonic()
-        self._redraw = self.set_timer(max(0.0, wait), self.draw)
+        # Never 0: Textual's timer divides by its delay when it fires late.
+        self._redraw = self.set_timer(max(0.01, wait), self.draw)
 
 
 def _decade_ticks(low: float, high: float) -> list[float]:

@@ -1,0 +1,89 @@
+"""Every screen of the workbench as a scenario: how to reach it from a fresh app on the seeded store.
+
+The snapshot tests and `scripts/screenshots.py` both walk this list, so the pictures in the README
+are exactly what the tests check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from textual.pilot import Pilot
+
+from tests.tui import seed
+
+
+async def _open_execution(pilot: Pilot[Any], counter: int) -> None:
+    from vhtui.store import executions as execution_rows
+
+    app = pilot.app
+    execution = execution_rows.get_by_counter(app.ctx.db, app.project_id, counter)  # type: ignore[attr-defined]
+    app.open_execution(execution["id"])  # type: ignore[attr-defined, index]
+    await pilot.pause(0.5)
+
+
+def _tab(counter: int, tab: str) -> Callable[[Pilot[Any]], Awaitable[None]]:
+    async def go(pilot: Pilot[Any]) -> None:
+        await _open_execution(pilot, counter)
+        await pilot.press({"overview": "1", "logs": "2", "metadata": "3", "outputs": "4", "lineage": "5"}[tab])
+        await pilot.pause(1.0)
+
+    return go
+
+
+async def _compare(pilot: Pilot[Any]) -> None:
+    from vhtui.tui.screens.compare import CompareScreen
+    from vhtui.store import executions as execution_rows
+
+    app = pilot.app
+    ids = [execution_rows.get_by_counter(app.ctx.db, app.project_id, c)["id"] for c in (2, 4)]  # type: ignore
+    app.push_screen(CompareScreen(ids))
+    await pilot.pause(1.0)
+
+
+async def _launch(pilot: Pilot[Any]) -> None:
+    pilot.app.open_launch("train")  # type: ignore[attr-defined]
+    await pilot.pause(0.5)
+
+
+async def _keys(pilot: Pilot[Any], *keys: str) -> None:
+    await pilot.press(*keys)
+    await pilot.pause(0.5)
+
+
+@dataclass
+class Scenario:
+    name: str
+    before: Callable[[Pilot[Any]], Awaitable[None]] | None = None
+    size: tuple[int, int] = (120, 32)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+SCENARIOS = [
+    Scenario("executions"),
+    Scenario("executions-80x24", size=(80, 24)),
+    Scenario("executions-filtered", lambda p: _keys(p, "slash", *"status:complete")),
+    Scenario("projects", lambda p: _keys(p, "P")),
+    Scenario("execution-overview", _tab(2, "overview")),
+    Scenario("execution-logs", _tab(2, "logs")),
+    Scenario("execution-metadata", _tab(2, "metadata")),
+    Scenario("execution-outputs", _tab(2, "outputs")),
+    Scenario("execution-lineage", _tab(2, "lineage")),
+    Scenario("launch", _launch, size=(120, 48)),
+    Scenario("compare", _compare, size=(140, 40)),
+    Scenario("data", lambda p: _keys(p, "D")),
+    Scenario("help", lambda p: _keys(p, "question_mark"), size=(120, 40)),
+]
+
+
+def make_app() -> Any:
+    """A fresh app on a fresh seeded store at the fixed seed path."""
+    import os
+
+    from vhtui.tui.app import VhtuiApp
+
+    ctx, root = seed.build()
+    os.environ["VHTUI_HOME"] = str(ctx.home.root)
+    return VhtuiApp(ctx, root, watch_interval=3600)  # no live refresh: pictures must be stable

@@ -1,0 +1,248 @@
+"""The workbench driven as a user drives it: keys through `app.run_test()`, on a seeded store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.tui import seed
+from vhtui.context import Context
+from vhtui.store import datums as datum_rows
+from vhtui.store import executions as execution_rows
+from vhtui.tui.app import VhtuiApp
+from vhtui.tui.widgets.execution_table import ExecutionTable
+
+
+@pytest.fixture
+def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Context, Path]:
+    ctx, root = seed.build(tmp_path / "seeded")
+    monkeypatch.setenv("VHTUI_HOME", str(ctx.home.root))
+    return ctx, root
+
+
+def table(app: VhtuiApp) -> ExecutionTable:
+    return app.screen.query_one(ExecutionTable)
+
+
+async def test_home_lists_executions_newest_first(seeded: tuple[Context, Path]) -> None:
+    ctx, root = seeded
+    app = VhtuiApp(ctx, root)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        t = table(app)
+        assert t.total == 7
+        assert [t.row(i)["counter"] for i in range(7)] == [7, 6, 5, 4, 3, 2, 1]
+        lines = [t.render_line(y).text for y in range(3)]
+        assert lines[0].startswith("#▼") and "loss" in lines[0]
+        assert "☠ crashed" in lines[1] and "✔ complete" in lines[2]
+
+
+async def test_filter_by_text_status_and_step(seeded: tuple[Context, Path]) -> None:
+    ctx, root = seeded
+    app = VhtuiApp(ctx, root)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("slash", *"status:complete")
+        await pilot.pause()
+        assert table(app).total == 4
+        await pilot.press("enter")
+        await pilot.press("escape")  # clears the filter
+        await pilot.pause()
+        assert table(app).total == 7
+        await pilot.press("slash", *"step:train slower")
+        await pilot.pause()
+        assert table(app).total == 1 and table(app).row(0)["counter"] == 4
+
+
+async def test_sort_by_a_metric_column_and_reverse(seeded: tuple[Context, Path]) -> None:
+    ctx, root = seeded
+    app = VhtuiApp(ctx, root)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        t = table(app)
+        while t.query.sort != "metric:loss":
+            await pilot.press("o")
+        await pilot.pause()
+        ascending = not t.query.descending
+        losses = [t.row(i)["metadata_summary"].get("loss") for i in range(t.total)]
+        numbers = [v for v in losses if v is not None]
+        assert numbers == sorted(numbers, reverse=not ascending)
+        assert losses[-1] is None  # executions without the metric sort last
+        await pilot.press("O")
+        await pilot.pause()
+        reversed_numbers = [v for v in (t.row(i)["metadata_summary"].get("loss") for i in range(t.total)) if v]
+        assert reversed_numbers == list(reversed(numbers))
+
+
+async def test_cursor_stays_on_its_execution_when_new_ones_arrive(seeded: tuple[Context, Path]) -> None:
+    ctx, root = seeded
+    app = VhtuiApp(ctx, root, watch_interval=0.05)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("j", "j")
+        assert table(app).current_id() is not None
+        chosen = table(app).current_id()
+        other = ctx.with_new_connection()  # another process's launch, as far as the app can tell
+        project_id = app.project_id
+        execution_rows.create(other.db, project_id, {
+            "step": "train", "runner": "local", "command": "true", "parameters": {}, "code_version": {},
+            "environment": {}, "spec": {}}, [])
+        for _ in range(40):
+            await pilot.pause(0.05)
+            if table(app).total == 8:
+                break
+        assert table(app).total == 8
+        assert table(app).current_id() == chosen
+
+
+async def test_open_detail_and_switch_tabs(seeded: tuple[Context, Path]) -> None:
+    ctx, root = seeded
+    app = VhtuiApp(ctx, root)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        while table(app).row(table(app).cursor)["counter"] != 2:
+            await pilot.press("j")
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        from textual.widgets import Static, TabbedContent
+
+        overview = str(app.screen.query_one("#overview-body", Static).render())
+        assert "first model" in overview and "learning_rate" in overview and "dataset.csv" in overview
+        assert "output of #1" in overview
+        await pilot.press("4")
+        assert app.screen.query_one(TabbedContent).active == "outputs"
+        await pilot.press("5")
+        await pilot.pause()
+        from textual.widgets import DataTable
+
+        assert app.screen.query_one("#upstream", DataTable).row_count == 1  # preprocess #1
+        assert app.screen.query_one("#downstream", DataTable).row_count == 1  # evaluate #6
+        await pilot.press("escape")
+        assert isinstance(app.screen.query_one(ExecutionTable), ExecutionTable)
+
+
+async def test_compare_two_executions(seeded: tuple[Context, Path]) -> None:
+    ctx, root = seeded
+    app = VhtuiApp(ctx, root)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await pilot.pause()
+        t = table(app)
+        while t.row(t.cursor)["counter"] != 4:
+            await pilot.press("j")
+        await pilot.press("space")  # selects #4 and moves down to #3
+        await pilot.press("j", "space")  # #2
+        await pilot.press("c")
+        await pilot.pause(0.5)
+        from textual.widgets import Static
+
+        text = str(app.screen.query_one("#parameters", Static).render())
+        assert "#4 train" in text and "#2 train" in text and "learning_rate" in text
+
+
+async def test_data_browser_refuses_to_delete_a_datum_in_use(seeded: tuple[Context, Path]) -> None:
+    ctx, root = seeded
+    app = VhtuiApp(ctx, root)
+    model = datum_rows.get(ctx.db, "a11ce000-0000-4000-8000-000000000002")
+    assert model is not None
+    # a running execution takes the model as input
+    execution = execution_rows.create(ctx.db, app.project_id, {
+        "step": "evaluate", "runner": "local", "command": "true", "parameters": {}, "code_version": {},
+        "environment": {}, "spec": {}}, [{"name": "model", "position": 0, "uri": f"datum://{model['id']}",
+                                          "datum_id": model["id"]}])
+    execution_rows.update(ctx.db, execution["id"], status="started")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("D")
+        await pilot.pause()
+        from textual.widgets import DataTable
+
+        datums = app.screen.query_one(DataTable)
+        keys = [datums.coordinate_to_cell_key((row, 0)).row_key.value for row in range(datums.row_count)]
+        datums.move_cursor(row=keys.index(model["id"]))
+        await pilot.press("x")
+        await pilot.press("y")
+        await pilot.pause()
+        assert datum_rows.get(ctx.db, model["id"]) is not None  # refused: #8 uses it
+        # the metrics file is used by nobody: deleted
+        datums.move_cursor(row=[datums.coordinate_to_cell_key((r, 0)).row_key.value
+                                for r in range(datums.row_count)].index("a11ce000-0000-4000-8000-000000000003"))
+        await pilot.press("x")
+        await pilot.press("y")
+        await pilot.pause()
+        assert datum_rows.get(ctx.db, "a11ce000-0000-4000-8000-000000000003") is None
+
+
+async def test_launch_from_the_form_and_watch_it_complete(seeded: tuple[Context, Path]) -> None:
+    ctx, root = seeded
+    app = VhtuiApp(ctx, root, watch_interval=0.1)
+    async with app.run_test(size=(120, 50)) as pilot:
+        await pilot.pause()
+        app.open_launch("preprocess")
+        await pilot.pause(0.3)
+        from textual.widgets import Input, Select, Static
+
+        samples = app.screen.query_one("#param-samples", Input)
+        samples.value = "5"  # below min 10: refused as you type
+        await pilot.pause()
+        assert "less than the minimum" in str(app.screen.query_one("#error-samples", Static).render())
+        samples.value = "30"
+        app.screen.query_one("#env_mode", Select).value = "current"
+        await pilot.pause()
+        assert str(app.screen.query_one("#error-samples", Static).render()) == ""
+        await pilot.press("ctrl+s")
+        deadline = time.monotonic() + 30
+        execution = None
+        while time.monotonic() < deadline:
+            await pilot.pause(0.2)
+            execution = execution_rows.get_by_counter(ctx.db, app.project_id, 8)
+            if execution and execution["status"] in ("complete", "error", "crashed"):
+                break
+        assert execution is not None and execution["status"] == "complete", execution
+        assert execution["parameters"]["samples"] == 30
+        assert type(app.screen).__name__ == "ExecutionScreen"  # the new execution opened at once
+
+
+async def test_stop_asks_first_then_stops(seeded: tuple[Context, Path], tmp_path: Path) -> None:
+    ctx, root = seeded
+    (root / "valohai.yaml").write_text((root / "valohai.yaml").read_text() + """
+- step:
+    name: sleepy
+    image: python:3.11
+    command: sleep 60
+""")
+    app = VhtuiApp(ctx, root, watch_interval=0.1)
+    from vhtui.engine.launch import LaunchRequest, launch
+
+    execution = launch(ctx.with_new_connection(), LaunchRequest(project_root=root, step="sleepy", env_mode="current"))
+    async with app.run_test(size=(120, 30)) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.1)
+            if execution_rows.get(ctx.db, execution["id"])["status"] == "started":
+                break
+        await pilot.press("s")
+        await pilot.pause()
+        await pilot.press("n")  # declined: nothing happens
+        await pilot.pause(0.5)
+        assert execution_rows.get(ctx.db, execution["id"])["status"] == "started"
+        await pilot.press("s")
+        await pilot.pause()
+        await pilot.press("y")
+        for _ in range(100):
+            await pilot.pause(0.1)
+            if execution_rows.get(ctx.db, execution["id"])["status"] == "stopped":
+                break
+        assert execution_rows.get(ctx.db, execution["id"])["status"] == "stopped"
+
+
+async def test_help_lists_the_keys_of_the_screen(seeded: tuple[Context, Path]) -> None:
+    ctx, root = seeded
+    app = VhtuiApp(ctx, root)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("question_mark")
+        await pilot.pause()
+        rows = app.screen.rows()
+        ids = {binding_id for _, _, binding_id in rows}
+        assert {"executions.filter", "executions.stop", "executions.compare", "app.help", "app.data"} <= ids
+        assert ("/", "Filter", "executions.filter") in rows
