@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Set up, then run the bundled example project end to end with the embedded defaults
-# (SQLite under $VHTUI_HOME, the local runner): preprocess -> train -> evaluate.
+# Set up, then open the workbench on the bundled example project with the embedded defaults
+# (SQLite under $VHTUI_HOME, the local runner). The first time, a few executions are run first
+# (preprocess -> train twice -> evaluate), so nothing is empty on first sight.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export VHTUI_HOME=${VHTUI_HOME:-$PWD/.demo-home}
+VHTUI=$PWD/.venv/bin/vhtui
 cd examples/quickstart
-../../.venv/bin/vhtui run preprocess --title "synthetic data" --follow
-../../.venv/bin/vhtui run train --epochs=12 --learning-rate=0.3 --title "first model" --follow
-../../.venv/bin/vhtui run evaluate --title "score it" --follow
-../../.venv/bin/vhtui exec list
+if ! "$VHTUI" exec list --json 2>/dev/null | grep -q '"counter"'; then
+    "$VHTUI" run preprocess --title "synthetic data" --follow
+    "$VHTUI" run train --epochs=12 --learning-rate=0.3 --title "first model" --follow
+    "$VHTUI" run train --epochs=20 --learning-rate=0.1 --optimizer=momentum --title "momentum" --follow
+    "$VHTUI" run evaluate --title "score it" --follow
+fi
+exec "$VHTUI"

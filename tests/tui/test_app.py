@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,15 @@ def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Context, Pa
 
 def table(app: VhtuiApp) -> ExecutionTable:
     return app.screen.query_one(ExecutionTable)
+
+
+def shown_text(widget: Any) -> str:
+    """What a Static shows, as plain text (rich renderables included)."""
+    from rich.console import Console
+
+    console = Console(width=200, record=True, color_system=None)
+    console.print(widget.content)
+    return console.export_text()
 
 
 async def test_home_lists_executions_newest_first(seeded: tuple[Context, Path]) -> None:
@@ -108,7 +118,7 @@ async def test_open_detail_and_switch_tabs(seeded: tuple[Context, Path]) -> None
         await pilot.pause(0.3)
         from textual.widgets import Static, TabbedContent
 
-        overview = str(app.screen.query_one("#overview-body", Static).render())
+        overview = shown_text(app.screen.query_one("#overview-body", Static))
         assert "first model" in overview and "learning_rate" in overview and "dataset.csv" in overview
         assert "output of #1" in overview
         await pilot.press("4")
@@ -137,7 +147,7 @@ async def test_compare_two_executions(seeded: tuple[Context, Path]) -> None:
         await pilot.pause(0.5)
         from textual.widgets import Static
 
-        text = str(app.screen.query_one("#parameters", Static).render())
+        text = shown_text(app.screen.query_one("#parameters", Static))
         assert "#4 train" in text and "#2 train" in text and "learning_rate" in text
 
 
@@ -185,11 +195,11 @@ async def test_launch_from_the_form_and_watch_it_complete(seeded: tuple[Context,
         samples = app.screen.query_one("#param-samples", Input)
         samples.value = "5"  # below min 10: refused as you type
         await pilot.pause()
-        assert "less than the minimum" in str(app.screen.query_one("#error-samples", Static).render())
+        assert "less than the minimum" in shown_text(app.screen.query_one("#error-samples", Static))
         samples.value = "30"
         app.screen.query_one("#env_mode", Select).value = "current"
         await pilot.pause()
-        assert str(app.screen.query_one("#error-samples", Static).render()) == ""
+        assert shown_text(app.screen.query_one("#error-samples", Static)).strip() == ""
         await pilot.press("ctrl+s")
         deadline = time.monotonic() + 30
         execution = None

@@ -57,7 +57,7 @@ def _ignore_spec(root: Path, use_gitignore: bool) -> Any:
         path = root / name
         if path.is_file():
             lines += path.read_text(errors="replace").splitlines()
-    return pathspec.PathSpec.from_lines("gitwildmatch", lines)
+    return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
 def list_files(root: Path) -> list[str]:

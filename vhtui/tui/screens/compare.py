@@ -10,7 +10,7 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, SelectionList, Static
 
@@ -48,8 +48,8 @@ class CompareScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with VerticalScroll():
-            yield Static(id="parameters")
+        with Vertical():
+            yield VerticalScroll(Static(id="parameters"), id="parameters-box")
             with Horizontal(id="compare-charts"):
                 yield SelectionList[str](id="keys")
                 yield MetricChart(id="chart")
@@ -65,10 +65,15 @@ class CompareScreen(Screen[None]):
         for execution in executions:
             keys += [k for k, v in execution["metadata_summary"].items()
                      if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in keys]
+        present = set(keys)
+        self.x_axis = next((x for x in ("step", "epoch") if x in present), "seq")
+        keys = [k for k in keys if k != self.x_axis]
+        first = next((k for k in keys if "loss" in k), keys[0] if keys else None)
         picker = self.query_one("#keys", SelectionList)
-        for index, key in enumerate(keys):
-            picker.add_option((key, key, index == 0))
-        self._load(keys[:1])
+        for key in keys:
+            picker.add_option((key, key, key == first))
+        self.query_one("#chart", MetricChart).x_label = self.x_axis
+        self._load([first] if first else [])
 
     def on_selection_list_selected_changed(self, event: SelectionList.SelectedChanged) -> None:
         self._load(list(event.selection_list.selected))
@@ -81,7 +86,7 @@ class CompareScreen(Screen[None]):
         try:
             series = {}
             for execution in self.executions:
-                for key, values in load_series(db, execution["id"], keys).items():
+                for key, values in load_series(db, execution["id"], keys, x=self.x_axis).items():
                     series[f"#{execution['counter']} {key}"] = values
         finally:
             db.close()

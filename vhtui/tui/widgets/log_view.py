@@ -290,8 +290,9 @@ class LogView(ScrollView, can_focus=True):
             return strip
         stderr = self.index.stream_of(line) == "stderr"
         style = self._style("log-view--stderr") if stderr else self.rich_style
-        text = Text.from_ansi(_printable(self.index.line(line, MAX_LINE_BYTES)), style=style, no_wrap=True, end="")
+        text = Text.from_ansi(_printable(self.index.line(line, MAX_LINE_BYTES)), no_wrap=True, end="")
         text.expand_tabs()
+        text.stylize_before(style)  # a span, beneath the escapes' (Text.render ignores Text.style)
         if self._pattern_re is not None:
             match = "log-view--current-match" if current else "log-view--match"
             text.highlight_regex(self._pattern_re, self._style(match, background=True))

@@ -12,11 +12,11 @@ import json
 import sqlite3
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.timer import Timer
@@ -63,7 +63,7 @@ class MetadataPanel(Widget):
     }
     """
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("l", "toggle_log", "Log scale", id="metadata.log_scale"),
         Binding("m", "toggle_smoothing", "Smoothing", id="metadata.smoothing"),
         Binding("x", "next_x_axis", "X axis", id="metadata.x_axis"),
@@ -274,16 +274,21 @@ class MetadataPanel(Widget):
     @on(_TableLoaded)
     def _table_loaded(self, message: _TableLoaded) -> None:
         self._table_loads -= 1
+        if not message.reset and message.columns != self._table_columns:
+            self._table_last_seq = -1  # a new key: load the latest rows again, with its column
+            self._start_table_load()
+            return
         table = self.query_one(DataTable)
-        if message.reset or message.columns != self._table_columns:
+        if message.reset:
             table.clear(columns=True)
             table.add_columns("seq", "time", *message.columns)
             self._table_columns = message.columns
             self._table_keys.clear()
-        fresh = [(seq, cells) for seq, cells in message.rows if seq > (self._table_keys[-1] if self._table_keys else -1)]
-        for seq, cells in fresh:
-            table.add_row(*cells, key=str(seq))
-            self._table_keys.append(seq)
+        newest = self._table_keys[-1] if self._table_keys else -1
+        for seq, cells in message.rows:
+            if seq > newest:  # a reload may overlap rows already shown
+                table.add_row(*cells, key=str(seq))
+                self._table_keys.append(seq)
         while len(self._table_keys) > TABLE_ROWS:
             table.remove_row(str(self._table_keys.popleft()))
         if self._table_keys:

@@ -24,7 +24,8 @@ from vhtui.engine.metrics import Series, downsample_minmax, smooth
 REDRAW_PER_S = 4
 # The 16 ANSI colours (plotext's names), bright first: they read on dark and light themes and
 # survive a 16-colour terminal unchanged.
-COLORS = ("cyan+", "magenta+", "orange+", "green+", "red+", "blue+", "cyan", "magenta", "orange", "green", "red", "blue")
+COLORS = ("cyan+", "magenta+", "orange+", "green+", "red+", "blue+",
+          "cyan", "magenta", "orange", "green", "red", "blue")
 # Without colour (NO_COLOR), series are told apart by their marker instead.
 MARKERS = ("braille", "•", "x", "+", "o", "*", "#", "@")
 _POINTS_PER_COLUMN = 2  # braille dots: two per character column
