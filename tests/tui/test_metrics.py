@@ -79,6 +79,8 @@ def test_load_series_is_incremental(tmp_path: Path) -> None:
     assert middle.x[0] == 105 and len(middle) == 25
     nothing = load_series(db, execution_id, ["loss"], after_seq=129)["loss"]
     assert len(nothing) == 0 and nothing.last_seq == 129
+    for after in (-1, 0, 94, 104, 109, 129):
+        assert list(iter_events(db, execution_id, after)) == list(iter_events(db, execution_id, after))
 
 
 def test_load_series_matches_iter_events(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 
 from vhtui.engine.logfile import LogReader
 
-SCAN_CHUNK = 16 << 20  # bytes read and scanned at once: big enough that numpy, not Python, sets the pace
+SCAN_CHUNK = 4 << 20  # bytes read and scanned at once: big enough that numpy, not Python, sets the pace
 SEARCH_CHUNK = 4 << 20  # smaller, because bytes.lower() holds the GIL for the whole chunk
 MERGE_BELOW = 1 << 16  # small appended blocks join the last one, so following a log keeps few blocks
 _ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b\n]*(?:\x07|\x1b\\)|[@-Z\\-_])")
@@ -92,19 +92,26 @@ class GapScan:
 
 def _line_ends(fd: int, begin: int, end: int, progress: Callable[[int], None] = lambda n: None,
                cancelled: Callable[[], bool] = lambda: False) -> list[np.ndarray] | None:
-    """Offsets just after each newline in bytes [begin, end); None when cancelled."""
+    """Offsets just after each newline in bytes [begin, end); None when cancelled.
+
+    One buffer and one mask are reused for all chunks: freed chunk-sized buffers tend to stay in
+    a thread's malloc arena, so allocating them anew would leave RSS high after a big scan."""
+    size = min(SCAN_CHUNK, end - begin)
+    buffer = bytearray(size)
+    is_newline = np.empty(size, dtype=bool)
     blocks = []
     pos = begin
     while pos < end:
         if cancelled():
             return None
-        data = os.pread(fd, min(SCAN_CHUNK, end - pos), pos)
-        if not data:
+        n = os.preadv(fd, [memoryview(buffer)[:min(size, end - pos)]], pos)
+        if not n:
             break
-        ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+        np.equal(np.frombuffer(buffer, np.uint8, count=n), 10, out=is_newline[:n])
+        ends = np.flatnonzero(is_newline[:n])
         ends += pos + 1
         blocks.append(ends)
-        pos += len(data)
+        pos += n
         progress(pos - begin)
     return blocks
 

@@ -2,8 +2,8 @@
 
 Charts need a few keys of possibly millions of events as arrays, not events one by one: each stored
 block is parsed with one orjson call and its columns are pulled out with list comprehensions and
-numpy, so loading costs little more than parsing. Loading is incremental (`after_seq`), so a live
-chart reads only the events that arrived since its last load. Drawing goes through
+numpy, so loading costs little more than parsing. Loading is incremental (`after_seq`, found with a
+seek on the primary key), so a live chart reads only the events that arrived since its last load. Drawing goes through
 `downsample_minmax`, which keeps every peak and dip while reducing a series to a few points per
 screen column.
 """
@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-import orjson
 
-from vhtui.engine.metadata import parse_json_object
 from vhtui.store.db import Database
+from vhtui.store.metadata import iter_blocks
 
 _NUMBER_TYPES = frozenset((int, float))  # exact types: a JSON true/false is not a metric
 _EMPTY = np.empty(0, dtype=np.float64)
@@ -57,23 +56,7 @@ def load_series(
     xs: dict[str, list[np.ndarray]] = {key: [] for key in keys}
     ys: dict[str, list[np.ndarray]] = {key: [] for key in keys}
     last_seq = after_seq
-    # Seek to the block holding after_seq + 1 on the primary key: a condition on first_seq + count
-    # would make SQLite read every block of the execution, which a live poll cannot afford.
-    start_block = db.conn.execute(
-        "SELECT COALESCE(MAX(first_seq), 0) FROM metadata WHERE execution_id = ? AND first_seq <= ?",
-        (execution_id, after_seq + 1),
-    ).fetchone()[0]
-    cursor = db.conn.execute(
-        "SELECT first_seq, count, time, data FROM metadata WHERE execution_id = ? AND first_seq >= ?"
-        " ORDER BY first_seq",
-        (execution_id, start_block),
-    )
-    for first_seq, count, when, data in cursor:
-        events = parse_block(bytes(data))
-        skip = max(0, after_seq + 1 - first_seq)
-        if skip:
-            events = events[skip:]
-        start = first_seq + skip
+    for start, when, events, block_last_seq in iter_blocks(db, execution_id, after_seq):
         if x == "seq":
             x_values, x_valid = np.arange(start, start + len(events), dtype=np.float64), None
         elif x == "time":
@@ -89,16 +72,8 @@ def load_series(
             else:
                 xs[key].append(x_values[valid])
                 ys[key].append(y_values[valid])
-        last_seq = first_seq + count - 1
+        last_seq = max(last_seq, block_last_seq)
     return {key: Series(_concatenate(xs[key]), _concatenate(ys[key]), last_seq) for key in keys}
-
-
-def parse_block(data: bytes) -> list[dict[str, Any]]:
-    """A stored block's events: one parse for the block, line by line only for NaN and Infinity."""
-    try:
-        return orjson.loads(b"[" + data.replace(b"\n", b",") + b"]")
-    except orjson.JSONDecodeError:
-        return [parse_json_object(line) or {} for line in data.split(b"\n")]
 
 
 def numeric_keys(summary_or_events: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> list[str]:

@@ -8,6 +8,7 @@ readers get events one by one.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -31,25 +32,40 @@ def append_blocks(db: Database, execution_id: int, blocks: Sequence[Block], summ
         )
 
 
+def parse_block(data: bytes) -> list[dict[str, Any]]:
+    """A stored block's events: one parse for the block, line by line only for NaN and Infinity."""
+    try:
+        return orjson.loads(b"[" + data.replace(b"\n", b",") + b"]")
+    except orjson.JSONDecodeError:
+        return [json.loads(line) for line in data.split(b"\n")]
+
+
+def iter_blocks(db: Database, execution_id: int, after_seq: int = -1) -> Iterator[tuple[int, float, list[dict[str, Any]], int]]:
+    """(seq of the first event yielded, arrival time, the events after `after_seq`, last seq) per block.
+
+    The first block is found by a seek on the primary key: a condition on first_seq + count would
+    read every block of the execution, which a live poll of the tail cannot afford.
+    """
+    first_block = db.conn.execute(
+        "SELECT COALESCE(MAX(first_seq), 0) FROM metadata WHERE execution_id = ? AND first_seq <= ?",
+        (execution_id, after_seq + 1),
+    ).fetchone()[0]
+    cursor = db.conn.execute(
+        "SELECT first_seq, count, time, data FROM metadata WHERE execution_id = ? AND first_seq >= ?"
+        " ORDER BY first_seq",
+        (execution_id, first_block),
+    )
+    for first_seq, count, when, data in cursor:
+        skip = max(0, after_seq + 1 - first_seq)
+        events = parse_block(bytes(data))
+        yield first_seq + skip, when, events[skip:] if skip else events, first_seq + count - 1
+
+
 def iter_events(db: Database, execution_id: int, after_seq: int = -1) -> Iterator[tuple[int, float, dict[str, Any]]]:
     """(seq, time, event) in order, from the first event after `after_seq`."""
-    from vhtui.engine.metadata import parse_json_object
-
-    cursor = db.conn.execute(
-        "SELECT first_seq, time, data FROM metadata WHERE execution_id = ? AND first_seq + count > ?"
-        " ORDER BY first_seq",
-        (execution_id, after_seq + 1),
-    )
-    for first_seq, when, data in cursor:
-        lines = bytes(data).split(b"\n")
-        try:
-            events = orjson.loads(b"[" + b",".join(lines) + b"]")
-        except orjson.JSONDecodeError:  # NaN or Infinity somewhere in the block
-            events = [parse_json_object(line) for line in lines]
+    for start, when, events, _ in iter_blocks(db, execution_id, after_seq):
         for offset, event in enumerate(events):
-            seq = first_seq + offset
-            if seq > after_seq:
-                yield seq, when, event
+            yield start + offset, when, event
 
 
 def next_seq(db: Database, execution_id: int) -> int:

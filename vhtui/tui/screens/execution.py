@@ -191,6 +191,12 @@ class ExecutionScreen(Screen[None]):
                     downstream.add_row(f"#{consumer['counter']}", consumer["step"], consumer["status"],
                                        datum["name"], key=str(consumer["id"]))
 
+    def on_metadata_panel_exported(self, message: MetadataPanel.Exported) -> None:
+        self.notify(f"wrote {message.rows:,} events to {message.path}")
+
+    def on_metadata_panel_export_failed(self, message: MetadataPanel.ExportFailed) -> None:
+        self.notify(f"cannot export metadata: {message.error}", severity="error", timeout=8)
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id in ("upstream", "downstream") and event.row_key.value:
             self.app.open_execution(int(event.row_key.value))  # type: ignore[attr-defined]

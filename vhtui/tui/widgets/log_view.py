@@ -158,12 +158,13 @@ class LogView(ScrollView, can_focus=True):
         self.pattern = ""
         self.match_line: int | None = None
         self._pattern_re: re.Pattern[str] | None = None
+        self._palette_cache: dict[str, Style] | None = None
         self._strips: LRUCache[tuple[int, str, bool], Strip] = LRUCache(1024)
         self._widest = 0
         self._scanning = False
         self._searches = 0  # the number of the latest search; older answers are dropped
-        self._search_busy = False
-        self._pending_scan: GapScan | None = None  # a filled gap waits while a search runs
+        self._search_busy = False  # the latest search has not answered yet
+        self._pending_scan: GapScan | None = None  # a scanned gap waits while a search runs
         self._gap_shown = -1.0
 
     # -- polling and the index --------------------------------------------------------------------
@@ -194,12 +195,14 @@ class LogView(ScrollView, can_focus=True):
             self.post_message(self._GapScanned(scan))
 
     def on_log_view__gap_scanned(self, message: _GapScanned) -> None:
-        if self._search_busy:  # its line numbers are from before the gap was filled
-            self._pending_scan = message.scan
-        else:
-            self._fill(message.scan)
+        self._pending_scan = message.scan
+        if not self._search_busy:  # else the answer's line index is from before the gap was filled
+            self._fill()
 
-    def _fill(self, scan: GapScan) -> None:
+    def _fill(self) -> None:
+        scan, self._pending_scan = self._pending_scan, None
+        if scan is None:
+            return
         gap_line = self.index.gap_line
         inserted = self.index.fill_gap(scan)
         self._scanning = False
@@ -243,42 +246,60 @@ class LogView(ScrollView, can_focus=True):
         if row >= self._row_count():
             if row == 0:
                 return self._status("waiting for output…", width)
-            return Strip.blank(width, self.rich_style)
+            return Strip.blank(width, self._palette["base"])
         line = self._line_at_row(row)
         if line is None:
             gap = self.index.gap
             return self._status(f"… indexing {(gap[1] - gap[0]) / 1e6:,.1f} MB of earlier output "
                                 f"({self.index.gap_progress:.0%})", width)
         gutter = self._gutter(line)
-        text = self._text(line).crop_extend(scroll_x, scroll_x + width - gutter.cell_length, self.rich_style)
+        text = self._text(line).crop_extend(scroll_x, scroll_x + width - gutter.cell_length, self._palette["base"])
         return Strip.join([gutter, text])
 
     def _status(self, message: str, width: int) -> Strip:
-        return Strip([Segment(message, self._style("log-view--status"))]).crop_extend(0, width, self.rich_style)
+        palette = self._palette
+        return Strip([Segment(message, palette["status"])]).crop_extend(0, width, palette["base"])
 
-    def _style(self, component: str, background: bool = False) -> Style:
-        """A component's style over the widget's, its colours blended as the CSS says (the partial
-        style Textual gives drops their alpha); its background only when asked for."""
-        full = self.get_component_rich_style(component)
-        blended = Style(color=full.color, bgcolor=full.bgcolor if background else None)
-        return self.rich_style + self.get_component_rich_style(component, partial=True) + blended
+    @property
+    def _palette(self) -> dict[str, Style]:
+        """The styles rows are drawn with, worked out once per style change (`rich_style` costs
+        more than drawing a line)."""
+        if self._palette_cache is None:
+            base = self.rich_style
+
+            def component(name: str, background: bool = False) -> Style:
+                # its colours blended as the CSS says (the partial style drops their alpha)
+                full = self.get_component_rich_style(f"log-view--{name}")
+                blended = Style(color=full.color, bgcolor=full.bgcolor if background else None)
+                return base + self.get_component_rich_style(f"log-view--{name}", partial=True) + blended
+
+            self._palette_cache = {
+                "base": base,
+                "line-number": component("line-number"),
+                "stderr": component("stderr"),
+                "stderr-mark": component("stderr-mark"),
+                "status": component("status"),
+                "match": component("match", background=True),
+                "current-match": component("current-match", background=True),
+            }
+        return self._palette_cache
 
     def _gutter_width(self) -> int:
         return (len(str(self.index.line_count)) + 1 if self.line_numbers else 0) + 2
 
     def _gutter(self, line: int) -> Strip:
         """Line number (blank where unknown), then a mark for stderr lines."""
-        base = self.rich_style
+        palette = self._palette
         segments = []
         if self.line_numbers:
             number = self.index.line_number(line)
             width = len(str(self.index.line_count))
-            segments.append(Segment(f"{'' if number is None else number:>{width}} ", self._style("log-view--line-number")))
+            segments.append(Segment(f"{'' if number is None else number:>{width}} ", palette["line-number"]))
         if self.index.stream_of(line) == "stderr":
-            segments.append(Segment("▌", self._style("log-view--stderr-mark")))
+            segments.append(Segment("▌", palette["stderr-mark"]))
         else:
-            segments.append(Segment(" ", base))
-        segments.append(Segment(" ", base))
+            segments.append(Segment(" ", palette["base"]))
+        segments.append(Segment(" ", palette["base"]))
         return Strip(segments)
 
     def _text(self, line: int) -> Strip:
@@ -289,13 +310,12 @@ class LogView(ScrollView, can_focus=True):
         if strip is not None:
             return strip
         stderr = self.index.stream_of(line) == "stderr"
-        style = self._style("log-view--stderr") if stderr else self.rich_style
+        style = self._palette["stderr" if stderr else "base"]
         text = Text.from_ansi(_printable(self.index.line(line, MAX_LINE_BYTES)), no_wrap=True, end="")
         text.expand_tabs()
         text.stylize_before(style)  # a span, beneath the escapes' (Text.render ignores Text.style)
         if self._pattern_re is not None:
-            match = "log-view--current-match" if current else "log-view--match"
-            text.highlight_regex(self._pattern_re, self._style(match, background=True))
+            text.highlight_regex(self._pattern_re, self._palette["current-match" if current else "match"])
         strip = Strip(text.render(self.app.console), text.cell_len)
         self._strips[key] = strip
         if text.cell_len > self._widest:
@@ -305,6 +325,7 @@ class LogView(ScrollView, can_focus=True):
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
+        self._palette_cache = None
         self._strips.clear()
 
     # -- follow -------------------------------------------------------------------------------------
@@ -328,6 +349,9 @@ class LogView(ScrollView, can_focus=True):
         self.pattern = text
         self._pattern_re = re.compile(re.escape(text), re.IGNORECASE) if text else None
         self.match_line = None
+        self._searches += 1  # drop the answer of a search still running
+        self._search_busy = False
+        self._fill()
         self.refresh()
         if text:
             if self.follow:
@@ -370,9 +394,7 @@ class LogView(ScrollView, can_focus=True):
         else:
             self.app.bell()
         self.post_message(self.SearchResult(self, message.pattern, message.line))
-        if self._pending_scan is not None:
-            scan, self._pending_scan = self._pending_scan, None
-            self._fill(scan)
+        self._fill()
 
     # -- actions ------------------------------------------------------------------------------------
     def action_toggle_follow(self) -> None:
