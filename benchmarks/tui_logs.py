@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    .venv/bin/python -m benchmarks.tui_logs            # 1 GB, 10M lines (a few minutes on 2 cores)
+    .venv/bin/python -m benchmarks.tui_logs            # 1 GB, 10M lines (about 40 s on 2 cores)
     .venv/bin/python -m benchmarks.tui_logs --quick    # sizes / 10, a smoke run
 
 Everything runs in a headless `App.run_test()`, where Textual still composes every frame (only the
@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 from textual import events
 from textual.app import App
@@ -89,7 +90,7 @@ def rss() -> int:
 class PeakRss:
     """The highest RSS seen by a sampling thread (every 5 ms) while in the `with` block."""
 
-    def __enter__(self) -> PeakRss:
+    def __enter__(self) -> Self:
         self.peak = rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -170,8 +171,8 @@ async def random_frames(widget: FrameClock, rows: int, count: int) -> tuple[list
         widget.clock_reset()
         started = time.perf_counter()
         widget.scroll_to(y=y, animate=False)
-        done = await until(lambda: widget.rendered_y == y and widget.render_s > 0)
-        await asyncio.sleep(0.02)  # let the frame finish before the next scroll
+        done = await until(lambda y=y: widget.rendered_y == y and widget.render_s > 0)
+        await asyncio.sleep(0.02)  # idle a little between scrolls, as a user would
         latencies.append(done - started)
         render.append(widget.render_s)
     return latencies, render
@@ -260,8 +261,9 @@ async def bench_follow(report: Report, directory: Path, seconds: float) -> None:
                     pressed = time.perf_counter()
                     app.post_message(events.Key(key, key if len(key) == 1 else None))
                     want_follow = key == "end"
-                    done = await until(lambda: view.rendered_at > pressed and view.rendered_follow == want_follow
-                                       and (not want_follow or view.rendered_y == view.max_scroll_y))
+                    done = await until(lambda pressed=pressed, want=want_follow: view.rendered_at > pressed
+                                       and view.rendered_follow == want
+                                       and (not want or view.rendered_y == view.max_scroll_y))
                     key_latency[key].append(done - pressed)
                     key = "end" if key == "k" else "k"
                     next_key = time.perf_counter() + 0.25
@@ -289,7 +291,7 @@ async def bench_log_widget(report: Report, path: Path, lines: int, ours: dict[st
         text = read_first_lines(path, lines)
         read = time.perf_counter() - started
         log = TimedLog()
-        log.end_marker = "seq %09d " % (lines - 1)
+        log.end_marker = f"seq {lines - 1:09d} "
         log.clock_reset()
         await app.mount(log)
         log.write_lines(text)
@@ -318,7 +320,7 @@ async def bench_rich_log(report: Report, path: Path, lines: int, ours: dict[str,
     async with app.run_test(size=SIZE):
         text = read_first_lines(path, lines)
         log = TimedRichLog(max_lines=None)
-        log.end_marker = "seq %09d " % (lines - 1)
+        log.end_marker = f"seq {lines - 1:09d} "
         log.clock_reset()
         await app.mount(log)
         started = time.perf_counter()

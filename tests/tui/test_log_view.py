@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -302,6 +303,40 @@ async def test_big_log_shows_its_end_first_and_fills_in_behind(tmp_path: Path) -
         assert last_row(view) == "300000   line 299999 of the log" and view.follow
         await pilot.press("g")
         assert rows(view)[0] == "     1   line 0 of the log"
+
+
+@pytest.mark.asyncio
+async def test_filling_the_gap_keeps_what_is_on_screen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    scan_gap = LogIndex.scan_gap
+
+    def held_scan(self: LogIndex, cancelled: Callable[[], bool]) -> logindex.GapScan | None:
+        release.wait(10)
+        return scan_gap(self, cancelled)
+
+    monkeypatch.setattr(LogIndex, "scan_gap", held_scan)
+    path = tmp_path / "output.log"
+    with path.open("wb") as f:
+        for block in range(30):
+            f.write(numbered(10_000, start=block * 10_000))
+    app = LogViewApp(path, line_numbers=True)
+    async with app.run_test(size=(60, 12)) as pilot:
+        view = app.query_one(LogView)
+        assert view.index.gap is not None
+        await pilot.press("g")
+        assert "indexing" in rows(view)[0] and rows(view)[1].strip() == f"line {300_000 - view.index.line_count} of the log"
+        await pilot.press("end", "k", "k")
+        view.search("LINE 299995 ")
+        await wait_for(pilot, lambda: view.match_line is not None)
+        before = rows(view)
+        assert all(row.startswith("        line ") for row in before)  # no numbers yet
+        release.set()
+        await wait_for(pilot, lambda: view.index.gap is None)
+        await pilot.pause()
+        after = rows(view)
+        assert [row.split(maxsplit=1)[1] for row in after] == [row.strip() for row in before]
+        assert after[0].startswith(f"{int(before[0].split()[1]) + 1} ")
+        assert view.match_line == 299_995 and not view.follow
 
 
 def test_snapshot(snap_compare) -> None:
