@@ -256,3 +256,20 @@ def test_adhoc_tarball_honours_gitignore_and_vhignore(steps: Project) -> None:
     # the same tree packages to the same identity
     again = steps.wait(steps.run("trainer-two", "--adhoc", "--env", "current"))
     assert again["commit"]["sha256"] == doc["commit"]["sha256"]
+
+
+def test_local_input_files_are_copied_not_linked(steps: Project) -> None:
+    """Editing a data file after a run must not change what the run's input was recorded as."""
+    data = steps.write("data/train.csv", "a,b\n1,2\n")
+    mode = data.stat().st_mode
+    counter = steps.run("needs-input", "--data=data/train.csv", "--env", "current")
+    recorded = steps.wait(counter)["inputs"][0]["checksums"]["sha256"]
+    assert data.stat().st_nlink == 1 and data.stat().st_mode == mode  # the user's file is left alone
+    with open(data, "a") as f:
+        f.write("3,4\n")  # edited in place
+    import hashlib
+
+    blob = steps.home / "blobs" / recorded[:2] / recorded
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == recorded
+    second = steps.wait(steps.run("needs-input", "--data=data/train.csv", "--env", "current"))
+    assert second["inputs"][0]["checksums"]["sha256"] != recorded

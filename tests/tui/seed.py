@@ -48,9 +48,9 @@ def _execution(db: Any, project_id: int, step: str, status: str, start: float, s
 
 def _output(db: Any, blobs: BlobStore, tmp: Path, execution: dict[str, Any], name: str, content: bytes,
             datum_id: str, **extra: Any) -> dict[str, Any]:
-    path = tmp / name
+    path = tmp / datum_id  # one file per output: stored blobs share the inode of what they took
     path.write_bytes(content)
-    sha256, size = blobs.add_file(path)
+    sha256, size = blobs.add_file(path, take=True)
     datum = {"id": datum_id, "project_id": execution["project_id"], "name": name, "sha256": sha256, "size": size,
              "kind": "output", "producer_execution_id": execution["id"], "created_at": execution["ended_at"] or T0,
              "tags": extra.get("tags", []), "properties": extra.get("properties", {})}

@@ -256,3 +256,27 @@ async def test_help_lists_the_keys_of_the_screen(seeded: tuple[Context, Path]) -
         ids = {binding_id for _, _, binding_id in rows}
         assert {"executions.filter", "executions.stop", "executions.compare", "app.help", "app.data"} <= ids
         assert ("/", "Filter", "executions.filter") in rows
+
+
+async def test_export_outputs_and_set_an_alias(seeded: tuple[Context, Path], tmp_path: Path) -> None:
+    ctx, root = seeded
+    app = VhtuiApp(ctx, root)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        execution = execution_rows.get_by_counter(ctx.db, app.project_id, 2)
+        app.open_execution(execution["id"])
+        await pilot.pause(0.3)
+        from textual.widgets import Input
+
+        await pilot.press("e")
+        box = app.screen.query_one("#outputs-input", Input)
+        box.value = str(tmp_path / "exported")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert (tmp_path / "exported" / "model.json").read_bytes() == b'{"w": 2.98, "b": 2.01}'
+        assert sorted(p.name for p in (tmp_path / "exported").iterdir()) == ["metrics.json", "model.json"]
+        await pilot.press("a")
+        box.value = "champion"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert datum_rows.resolve_alias(ctx.db, app.project_id, "champion") is not None

@@ -55,8 +55,13 @@ class BlobStore:
     def has(self, sha256: str) -> bool:
         return self.path(sha256).exists()
 
-    def add_file(self, src: Path, sha256: str | None = None) -> tuple[str, int]:
-        """Store `src`'s content (hashing it unless told); return (sha256, size)."""
+    def add_file(self, src: Path, sha256: str | None = None, take: bool = False) -> tuple[str, int]:
+        """Store `src`'s content (hashing it unless told); return (sha256, size).
+
+        `take` says the file is ours and will not change again (an output after its run, a download):
+        it is then linked, not copied. A user's file is never linked, since editing it in place would
+        change the stored content, and its permissions are never touched.
+        """
         sha256 = sha256 or sha256_of(src)
         size = src.stat().st_size
         final = self.path(sha256)
@@ -65,7 +70,7 @@ class BlobStore:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{sha256}.{os.getpid()}.tmp")
         try:
-            link_or_copy(src, tmp)
+            (link_or_copy if take else reflink_or_copy)(src, tmp)
             os.chmod(tmp, 0o444)
             os.replace(tmp, final)
         except OSError as exc:

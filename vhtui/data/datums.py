@@ -29,10 +29,10 @@ class DatumStore:
     def add(
         self, path: Path, *, name: str, project_id: int | None, kind: str = "output",
         producer_execution_id: int | None = None, uri: str | None = None, sha256: str | None = None,
-        tags: list[str] | None = None, properties: dict[str, Any] | None = None,
+        tags: list[str] | None = None, properties: dict[str, Any] | None = None, take: bool = False,
     ) -> dict[str, Any]:
-        """Store a file's content (once per content) and record a new datum for it."""
-        sha256, size = self.blobs.add_file(path, sha256)
+        """Store a file's content (once per content) and record a new datum for it (`take`: see add_file)."""
+        sha256, size = self.blobs.add_file(path, sha256, take=take)
         datum = {
             "id": new_datum_id(), "project_id": project_id, "name": name, "sha256": sha256, "size": size,
             "kind": kind, "uri": uri, "producer_execution_id": producer_execution_id, "created_at": time.time(),

@@ -158,7 +158,7 @@ class InputFetcher:
                         digest.update(chunk)
                         out.write(chunk)
                         task.advance(len(chunk))
-                sha256, size = self.blobs.add_file(tmp, digest.hexdigest())
+                sha256, size = self.blobs.add_file(tmp, digest.hexdigest(), take=True)
             finally:
                 tmp.unlink(missing_ok=True)
             self._remember(url, stamp, sha256)

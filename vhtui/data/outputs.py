@@ -74,7 +74,7 @@ class OutputCollector:
         try:
             datum = self.datums.add(
                 path, name=rel, project_id=self.project_id, kind="output",
-                producer_execution_id=self.execution_id, tags=tags, properties=properties, sha256=sha256,
+                producer_execution_id=self.execution_id, tags=tags, properties=properties, sha256=sha256, take=True,
             )
         except Exception as exc:  # a full disk must not stop the other outputs from being stored
             self.errors.append(str(exc))

@@ -123,13 +123,13 @@ def launch(
 def _store_code(datums: DatumStore, snapshot: code.CodeSnapshot, project_id: int) -> dict[str, Any] | None:
     if snapshot.tarball:
         return datums.add(snapshot.tarball, name=f"code-{snapshot.version['sha256'][:12]}.tar.gz",
-                          project_id=project_id, kind="code", sha256=snapshot.version["sha256"])
+                          project_id=project_id, kind="code", sha256=snapshot.version["sha256"], take=True)
     if snapshot.patch:
         with tempfile.NamedTemporaryFile(suffix=".patch") as f:
             f.write(snapshot.patch)
             f.flush()
             return datums.add(Path(f.name), name=f"uncommitted-{snapshot.version['commit'][:12]}.patch",
-                              project_id=project_id, kind="code")
+                              project_id=project_id, kind="code", take=True)
     return None
 
 

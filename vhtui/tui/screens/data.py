@@ -82,6 +82,14 @@ class DataScreen(Screen[None]):
         note = f" matching {self.filter_text!r}" if self.filter_text else ""
         self.query_one("#status-line", Static).update(f"{shown} datum(s){note}")
 
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """Details of the datum under the cursor: its full identity and properties."""
+        datum = datum_rows.get(self.db, event.row_key.value) if event.row_key.value else None
+        if datum:
+            properties = ", ".join(f"{k}={v}" for k, v in datum["properties"].items()) or "no properties"
+            self.query_one("#status-line", Static).update(
+                f"datum://{datum['id']}  sha256:{datum['sha256'][:16]}  {properties}")
+
     def _selected(self) -> dict[str, Any] | None:
         table = self.query_one(DataTable)
         if not table.row_count:
