@@ -237,12 +237,13 @@ class ExecutionTable(ScrollView, can_focus=True):
     # -- rendering ----------------------------------------------------------------------
     def render_line(self, y: int) -> Strip:
         if y == 0:  # the header stays while the rows scroll under it
-            return Strip(list(self.header_text().render(self.app.console))).crop_extend(0, self.size.width, None)
+            width = self.size.width
+            return Strip([Segment(self.header_text().plain[:width].ljust(width), Style(bold=True))])
         index = int(self.scroll_y) + y - 1
         self._fetch_window()
         offset = index - self.window_start
         if not 0 <= offset < len(self.window) or index >= self.total:
-            return Strip.blank(self.size.width)
+            return Strip.blank(self.size.width, Style.null())
         execution = self.window[offset]
         is_cursor = index == self.cursor
         base = Style(reverse=True) if is_cursor and self.has_focus else Style(underline=True) if is_cursor else Style()
