@@ -46,9 +46,8 @@ class Database:
         with self.write():
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in script.split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
+                for statement in _statements(script):
+                    self.conn.execute(statement)
                 self.conn.execute(f"PRAGMA user_version = {number}")
 
     @contextmanager
@@ -80,6 +79,19 @@ class Database:
             yield
         finally:
             self._connect()
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into statements (executescript would commit the migration's transaction)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            if pending.strip():
+                yield pending
+            pending = ""
+    if pending.strip():
+        yield pending
 
 
 def open_database(path: Path) -> Database:

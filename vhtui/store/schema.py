@@ -1,6 +1,7 @@
 """Schema migrations, applied in order; `PRAGMA user_version` records how far a database is.
 
-Append new migrations at the end; never edit one that has shipped.
+Append new migrations at the end; never edit one that has shipped. Statements may contain `;`
+inside (triggers): they are split where SQLite says a statement is complete.
 """
 
 MIGRATIONS: list[str] = [
@@ -45,6 +46,23 @@ MIGRATIONS: list[str] = [
         UNIQUE (project_id, counter)
     );
     CREATE INDEX executions_status ON executions (status);
+    CREATE VIRTUAL TABLE executions_search USING fts5(
+        step, title, parameters, status, content='executions', content_rowid='id', tokenize='trigram'
+    );
+    CREATE TRIGGER executions_search_insert AFTER INSERT ON executions BEGIN
+        INSERT INTO executions_search (rowid, step, title, parameters, status)
+        VALUES (new.id, new.step, new.title, new.parameters, new.status);
+    END;
+    CREATE TRIGGER executions_search_update AFTER UPDATE OF step, title, parameters, status ON executions BEGIN
+        INSERT INTO executions_search (executions_search, rowid, step, title, parameters, status)
+        VALUES ('delete', old.id, old.step, old.title, old.parameters, old.status);
+        INSERT INTO executions_search (rowid, step, title, parameters, status)
+        VALUES (new.id, new.step, new.title, new.parameters, new.status);
+    END;
+    CREATE TRIGGER executions_search_delete AFTER DELETE ON executions BEGIN
+        INSERT INTO executions_search (executions_search, rowid, step, title, parameters, status)
+        VALUES ('delete', old.id, old.step, old.title, old.parameters, old.status);
+    END;
     CREATE TABLE execution_inputs (
         execution_id INTEGER NOT NULL REFERENCES executions(id),
         name TEXT NOT NULL,

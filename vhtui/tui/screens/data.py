@@ -9,12 +9,13 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Footer, Header, Input
 
 from vhtui.data.datums import DatumStore
 from vhtui.errors import VhtuiError
 from vhtui.store import datums as datum_rows
 from vhtui.tui.app import StoreChanged
+from vhtui.tui.widgets.status_line import StatusLine
 
 
 class DataScreen(Screen[None]):
@@ -41,7 +42,7 @@ class DataScreen(Screen[None]):
         yield Header()
         yield Input(id="data-input")
         yield DataTable(id="datums", cursor_type="row", zebra_stripes=True)
-        yield Static(id="status-line")
+        yield StatusLine(id="status-line")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -80,15 +81,14 @@ class DataScreen(Screen[None]):
         if table.row_count:
             table.move_cursor(row=min(cursor, table.row_count - 1))
         note = f" matching {self.filter_text!r}" if self.filter_text else ""
-        self.query_one("#status-line", Static).update(f"{shown} datum(s){note}")
+        self.query_one(StatusLine).text = f"{shown} datum(s){note}"
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         """Details of the datum under the cursor: its full identity and properties."""
         datum = datum_rows.get(self.db, event.row_key.value) if event.row_key.value else None
         if datum:
             properties = ", ".join(f"{k}={v}" for k, v in datum["properties"].items()) or "no properties"
-            self.query_one("#status-line", Static).update(
-                f"datum://{datum['id']}  sha256:{datum['sha256'][:16]}  {properties}")
+            self.query_one(StatusLine).text = f"datum://{datum['id']}  sha256:{datum['sha256'][:16]}  {properties}"
 
     def _selected(self) -> dict[str, Any] | None:
         table = self.query_one(DataTable)

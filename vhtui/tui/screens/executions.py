@@ -7,9 +7,10 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Footer, Header, Input
 
 from vhtui.tui.app import StoreChanged
+from vhtui.tui.widgets.status_line import StatusLine
 from vhtui.tui.actions import confirm_and_stop, rerun
 from vhtui.tui.widgets.execution_table import ExecutionTable
 
@@ -32,7 +33,7 @@ class ExecutionsScreen(Screen[None]):
         yield Header()
         yield Input(placeholder="filter: text, status:error, step:train (enter to apply, esc to clear)", id="filter")
         yield ExecutionTable(self.app.ctx.db, self.project_id, id="executions")  # type: ignore[attr-defined]
-        yield Static(id="status-line")
+        yield StatusLine(id="status-line")
         yield Footer()
 
     @property
@@ -57,7 +58,7 @@ class ExecutionsScreen(Screen[None]):
             shown += f" matching {query.text!r}"
         if self.table.selected:
             shown += f" · {len(self.table.selected)} selected (c to compare)"
-        self.query_one("#status-line", Static).update(shown)
+        self.query_one(StatusLine).text = shown
 
     def on_store_changed(self, message: StoreChanged) -> None:
         self._reload()

@@ -159,7 +159,8 @@ class ExecutionTable(ScrollView, can_focus=True):
 
     def _set_total(self, total: int) -> None:
         self.total = total
-        self.virtual_size = Size(self.size.width, total + 1)
+        if self.virtual_size.height != total + 1:  # a new virtual size costs a layout pass
+            self.virtual_size = Size(self.size.width, total + 1)
         self.cursor = max(0, min(self.cursor, total - 1))
         self.refresh()
         self.post_message(self.Counted(total))
