@@ -79,12 +79,26 @@ async def measure_vhtui(ctx: Context, project: Path) -> dict[str, float]:
             await pilot.press("end")
             await pilot.pause(0)
             idle.append(time.perf_counter() - t0)
-        keystrokes = []
+        keystrokes, repaints = [], []
+        painted: list[tuple[float, str]] = []  # when the table drew a line, and for which filter
+        draw = table.render_line
+
+        def recording_render_line(y: int):  # type: ignore[no-untyped-def]
+            painted.append((time.perf_counter(), table.query.text))
+            return draw(y)
+
+        table.render_line = recording_render_line  # type: ignore[method-assign]
+        typed = ""
         for char in "run 4":
+            typed += char
             t0 = time.perf_counter()
             await pilot.press(char)
             await pilot.pause(0)
             keystrokes.append(time.perf_counter() - t0)
+            first = next((t for t, text in painted if t >= t0 and text == typed), None)
+            if first is not None:
+                repaints.append(first - t0)
+            painted.clear()
         scrolls = []
         for _ in range(10):
             t0 = time.perf_counter()
@@ -94,6 +108,8 @@ async def measure_vhtui(ctx: Context, project: Path) -> dict[str, float]:
         total = table.total
     return {"first_paint": first_paint, "keystroke_median": statistics.median(keystrokes),
             "idle_key_median": statistics.median(idle),
+            "repaint_median": statistics.median(repaints) if repaints else float("nan"),
+            "repaint_max": max(repaints) if repaints else float("nan"),
             "keystroke_max": max(keystrokes), "page_down_median": statistics.median(scrolls), "matching": total}
 
 
@@ -137,11 +153,11 @@ def main() -> None:
     print(f"{'first paint of the home screen (ms)':<44} {ours['first_paint'] * 1000:>12.0f} "
           f"{base['first_paint'] * 1000:>12.0f} {'<= 300':>10}")
     print(f"{'  ratio (DataTable / vhtui)':<44} {base['first_paint'] / ours['first_paint']:>12.1f}x")
-    print(f"{'filter keystroke to repaint, median (ms)':<44} {ours['keystroke_median'] * 1000:>12.1f} "
-          f"{'-':>12} {'<= 100':>10}")
-    print(f"{'filter keystroke to repaint, worst (ms)':<44} {ours['keystroke_max'] * 1000:>12.1f}")
-    print(f"{'  a key that changes nothing, median (ms)':<44} {ours['idle_key_median'] * 1000:>12.1f}"
-          "   (the test harness's own share of the above)")
+    print(f"{'filter keystroke to first repainted row (ms)':<44} {ours['repaint_median'] * 1000:>12.1f} "
+          f"{'-':>12} {'<= 100':>10}   (median; worst {ours['repaint_max'] * 1000:.1f})")
+    print(f"{'filter keystroke to harness idle, median (ms)':<44} {ours['keystroke_median'] * 1000:>12.1f}"
+          f"   (worst {ours['keystroke_max'] * 1000:.1f}; a key that changes nothing: "
+          f"{ours['idle_key_median'] * 1000:.1f})")
     print(f"{'page down to repaint, median (ms)':<44} {ours['page_down_median'] * 1000:>12.1f}")
     print(f"(matching the filter 'run 4': {ours['matching']:,} executions)")
 
