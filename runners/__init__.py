@@ -79,6 +79,14 @@ class Runner(Protocol):
         """Find a run again after the caller restarted; None when it is gone."""
         ...
 
+    def abandon(self, state: dict[str, Any]) -> None:
+        """Its owner died and will not come back: end the run and clean up what it left."""
+        ...
+
+    def visible_paths(self, spec_dirs: dict[str, Path]) -> dict[str, str]:
+        """Where the command sees the repository, inputs, outputs and config directories."""
+        ...
+
 
 _registry: dict[str, Callable[..., Runner]] = {}
 
@@ -89,8 +97,10 @@ def register(kind: str, factory: Callable[..., Runner]) -> None:
 
 def get_runner(kind: str, **options: Any) -> Runner:
     """Build a runner of `kind`; the built-in kinds register themselves on first use."""
-    if kind not in _registry and kind == "local":
-        from runners import local  # noqa: F401  (registers itself)
+    if kind not in _registry and kind in ("local", "docker"):
+        import importlib
+
+        importlib.import_module(f"runners.{kind}")  # registers itself
     if kind not in _registry:
-        raise RunnerError(f"unknown runner kind {kind!r} (known: {', '.join(sorted(_registry)) or 'local'})")
+        raise RunnerError(f"unknown runner kind {kind!r} (known: local, docker)")
     return _registry[kind](**options)

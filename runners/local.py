@@ -140,10 +140,15 @@ class LocalRunner:
         kill_group(pgid, signal.SIGKILL)
 
     def reattach(self, state: dict[str, Any]) -> RunHandle | None:
-        """A local run's pipes die with its owner, so it cannot be adopted: kill what is left."""
+        """A local run's pipes die with its owner, so it can never be adopted."""
+        return None
+
+    def abandon(self, state: dict[str, Any]) -> None:
         if state.get("pgid"):
             kill_group(int(state["pgid"]))
-        return None
+
+    def visible_paths(self, spec_dirs: dict[str, Path]) -> dict[str, str]:
+        return {name: str(path) for name, path in spec_dirs.items()}
 
 
 def _drain_pipes(

@@ -29,7 +29,7 @@ from vhtui.project import Project, load_project
 from vhtui.store import executions as execution_rows
 from vhtui.store import projects as project_rows
 
-KNOWN_RUNNERS = ("local",)
+KNOWN_RUNNERS = ("local", "docker")
 ENV_MODES = ("venv", "current")
 
 
@@ -56,6 +56,21 @@ def choose_runner(ctx: Context, requested: str | None, environment: str | None) 
     return runner
 
 
+def check_runner(runner: str, image: str | None, step_name: str) -> None:
+    """Refuse now what the runner would refuse later: no image, no Docker engine."""
+    if runner != "docker":
+        return
+    if not image:
+        raise VhtuiError(f"step {step_name!r} names no image, which the docker runner needs (or use --image)")
+    from runners import RunnerError
+    from runners.docker import docker_client
+
+    try:
+        docker_client()
+    except RunnerError as exc:
+        raise VhtuiError(str(exc)) from None
+
+
 def launch(
     ctx: Context, request: LaunchRequest, progress: Progress | None = None, project: Project | None = None,
 ) -> dict[str, Any]:
@@ -66,6 +81,7 @@ def launch(
     parameters = resolve_parameters(step, request.parameters)
     script = render_script(build_command(step, parameters))
     runner = choose_runner(ctx, request.runner, step.environment)
+    check_runner(runner, request.image or step.image, step.name)
     if request.env_mode not in ENV_MODES:
         raise VhtuiError(f"unknown environment mode {request.env_mode!r} (use {' or '.join(ENV_MODES)})")
     gpus = gpus_requested(step.resources)

@@ -12,7 +12,7 @@ from typing import Any
 
 from runners import RunnerError, get_runner
 from vhtui.context import Context
-from vhtui.engine.processes import is_running
+from runners.processes import is_running
 from vhtui.store import executions as execution_rows
 
 NEVER_STARTED_S = 60.0
@@ -48,6 +48,6 @@ def _abandon_run(execution: dict[str, Any]) -> None:
     if not state:
         return
     try:
-        get_runner(execution["runner"]).reattach(state)
+        get_runner(execution["runner"]).abandon(state)
     except RunnerError:
         pass

@@ -27,7 +27,7 @@ from vhtui.data.outputs import OutputCollector
 from vhtui.engine import conditions
 from vhtui.engine.logfile import LogWriter
 from vhtui.engine.metadata import MetadataSink
-from vhtui.engine.processes import start_time
+from runners.processes import start_time
 from vhtui.engine.runtime import ExecutionDirs, vh_environment, write_config
 from vhtui.engine.slots import try_acquire, visible_gpus
 from vhtui.store import executions as execution_rows
@@ -110,18 +110,21 @@ class Supervisor:
         except Exception as exc:  # noqa: BLE001 (a full disk, a vanished cache file)
             self._finish("error", None, f"cannot lay out inputs: {exc}")
             return 1
-        write_config(self.dirs, self.execution, self.project, inputs, str(self.dirs.inputs))
-        env = vh_environment(self.execution, self.project, {
-            "repository": str(self.dirs.repository), "inputs": str(self.dirs.inputs),
-            "outputs": str(self.dirs.outputs), "config": str(self.dirs.config)})
+        runner = get_runner(self.execution["runner"], envs_dir=self.ctx.home.envs)
+        seen = runner.visible_paths({"repository": self.dirs.repository, "inputs": self.dirs.inputs,
+                                     "outputs": self.dirs.outputs, "config": self.dirs.config})
+        write_config(self.dirs, self.execution, self.project, inputs, seen["inputs"])
+        env = vh_environment(self.execution, self.project, seen)
         env.update(self.execution["environment"])
+        resources = self.spec.get("resources") or {}
         run_spec = RunSpec(
             run_id=self.execution["uid"], script=self.dirs.script, repository_dir=self.dirs.repository,
             inputs_dir=self.dirs.inputs, outputs_dir=self.dirs.outputs, config_dir=self.dirs.config, env=env,
             image=self.execution.get("image"), gpu_ids=gpu_ids,
+            cpu_limit=(resources.get("cpu") or {}).get("max"),
+            memory_limit_mb=(resources.get("memory") or {}).get("max"),
             options={"env_mode": self.spec.get("env_mode", "venv"), "python": self.spec.get("python")},
         )
-        runner = get_runner(self.execution["runner"], envs_dir=self.ctx.home.envs)
         if self._stop_requested():
             self._finish("stopped", None, "stopped before it started")
             return 0

@@ -1,0 +1,262 @@
+"""The Docker runner: the command in a container of the step's image, on the local engine.
+
+Code at /valohai/repository (the working directory), inputs read-only at /valohai/inputs, outputs
+at /valohai/outputs, config at /valohai/config, as Valohai lays them out. The container runs as the
+invoking user, so what it writes to the outputs belongs to that user, not to root. Output is read
+from the engine's multiplexed stream (no TTY, so stdout and stderr stay apart); since that stream is
+known to block after a container ends, a waiter closes it once the container has exited. An init
+(docker's tini) is PID 1 and hands a stop's SIGTERM to the command's whole process group. Containers
+carry labels naming the process that started them; a runner starting up removes any whose owner
+has died, so a crashed supervisor never leaks one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from runners import OutputChunk, RunHandle, RunnerError, RunSpec, register
+from runners.processes import is_running, start_time
+
+CONTAINER_DIRS = {"repository": "/valohai/repository", "inputs": "/valohai/inputs",
+                  "outputs": "/valohai/outputs", "config": "/valohai/config"}
+RUN_LABEL = "vhtui.run"
+OWNER_LABEL = "vhtui.owner"  # "pid:start time" of the process that started the container
+DRAIN_S = 2.0  # after the container exits, how long its output may still take to arrive
+
+
+def docker_client() -> Any:
+    """A connected client, or one clear line saying why there is none."""
+    try:
+        import docker
+        from docker.errors import DockerException
+    except ImportError:
+        raise RunnerError("the Docker runner needs the docker package: pip install docker") from None
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+        return client
+    except DockerException as exc:
+        reason = str(exc).splitlines()[0][:200]
+        raise RunnerError(f"cannot reach the Docker engine ({reason}): start it with `sudo systemctl start "
+                          "docker` (or run `dockerd`), or point DOCKER_HOST at a running one") from None
+
+
+def owner_label() -> str:
+    pid = os.getpid()
+    return f"{pid}:{start_time(pid)}"
+
+
+def _owner_alive(label: str | None) -> bool:
+    if not label or ":" not in label:
+        return False
+    pid, _, started = label.partition(":")
+    try:
+        return is_running(int(pid), float(started) if started != "None" else None)
+    except ValueError:
+        return False
+
+
+class DockerRunner:
+    """Options: `user` ("uid:gid", default the invoking user) and `network` ("host" or "none")."""
+
+    kind = "docker"
+
+    def __init__(self, user: str | None = None, network: str = "host", **_: Any) -> None:
+        self.user = user or f"{os.getuid()}:{os.getgid()}"
+        self.network = network
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = docker_client()
+        return self._client
+
+    # -- the contract -------------------------------------------------------------------------
+    def start(self, spec: RunSpec) -> RunHandle:
+        from docker.errors import APIError
+        from docker.types import DeviceRequest, Mount
+
+        if not spec.image:
+            raise RunnerError("this step names no image; the Docker runner needs one")
+        self.sweep()
+        notes = self._ensure_image(spec.image)
+        env = dict(spec.env)
+        env["TINI_KILL_PROCESS_GROUP"] = "1"  # the init passes a stop's SIGTERM to the whole command
+        if not self.user.startswith("0:"):  # a user without a home: let pip and caches work
+            env.setdefault("HOME", "/tmp")
+            env.setdefault("PYTHONUSERBASE", "/tmp/.local")
+            env.setdefault("PIP_USER", "1")
+        dirs = {"repository": spec.repository_dir, "inputs": spec.inputs_dir, "outputs": spec.outputs_dir,
+                "config": spec.config_dir}
+        mounts = [Mount(CONTAINER_DIRS[name], str(Path(path).resolve()), type="bind",
+                        read_only=name in ("inputs", "config")) for name, path in dirs.items()]
+        script = f"{CONTAINER_DIRS['config']}/{spec.script.name}"
+        command = [script] if spec.script.read_bytes()[:2] == b"#!" else ["/bin/sh", script]
+        options: dict[str, Any] = {}
+        if spec.cpu_limit:
+            options["nano_cpus"] = int(spec.cpu_limit * 1e9)
+        if spec.memory_limit_mb:
+            options["mem_limit"] = f"{int(spec.memory_limit_mb)}m"
+        if spec.gpu_ids:
+            options["device_requests"] = [DeviceRequest(device_ids=[str(i) for i in spec.gpu_ids],
+                                                        capabilities=[["gpu"]])]
+        try:
+            container = self.client.containers.create(
+                spec.image, command, working_dir=CONTAINER_DIRS["repository"], environment=env, user=self.user,
+                labels={RUN_LABEL: spec.run_id, OWNER_LABEL: owner_label()}, network_mode=self.network,
+                mounts=mounts, detach=True, init=True, **options,
+            )
+            container.start()
+        except APIError as exc:
+            raise RunnerError(f"cannot start a container of {spec.image}: {exc.explanation or exc}") from None
+        return RunHandle(spec.run_id, self.kind, {"container": container.id, "image": spec.image},
+                         live={"notes": notes})
+
+    def stream(self, handle: RunHandle, offset: int = 0, tick: float = 0.5) -> Iterator[OutputChunk]:
+        """The container's output from byte `offset` (the engine replays it from the start)."""
+        for note in (handle.live or {}).get("notes", []):
+            yield OutputChunk("stderr", note)
+        chunks: queue.Queue[OutputChunk | BaseException | None] = queue.Queue(maxsize=64)
+        api = self.client.api  # the logs endpoint reads the engine's complete record (attach can drop
+        response = api._get(api._url("/containers/{0}/logs", handle.state["container"]),  # the tail)
+                            params={"follow": 1, "stdout": 1, "stderr": 1}, stream=True)
+        api._raise_for_status(response)
+        threading.Thread(target=self._read, args=(response, chunks), name="docker-reader", daemon=True).start()
+        threading.Thread(target=self._close_after_exit, args=(handle, response), name="docker-waiter",
+                         daemon=True).start()
+        skip = offset
+        while True:
+            try:
+                item = chunks.get(timeout=tick)
+            except queue.Empty:
+                yield OutputChunk("stdout", b"")
+                continue
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise RunnerError(f"lost the container's output: {item}") from None
+            if skip >= len(item.data):
+                skip -= len(item.data)
+                continue
+            data, skip = item.data[skip:], 0
+            handle.state["consumed"] = handle.state.get("consumed", 0) + len(data)
+            yield OutputChunk(item.stream, data)
+
+    def _read(self, response: Any, chunks: queue.Queue[OutputChunk | BaseException | None]) -> None:
+        """Split the engine's multiplexed stream: an 8-byte header (stream, size) before each frame."""
+        raw = response.raw
+        try:
+            while len(header := raw.read(8)) == 8:
+                size = struct.unpack(">I", header[4:])[0]
+                data = raw.read(size)
+                if data:
+                    chunks.put(OutputChunk("stderr" if header[0] == 2 else "stdout", data))
+        except Exception as exc:  # noqa: BLE001 (closed by the waiter, or lost: the consumer decides)
+            if not getattr(response, "_vhtui_closed", False):
+                chunks.put(exc)
+        finally:
+            chunks.put(None)
+
+    def _close_after_exit(self, handle: RunHandle, response: Any) -> None:
+        """docker's log stream can stay open after the container ends: close it once it is drained."""
+        try:
+            self.client.api.wait(handle.state["container"])
+        except Exception:  # noqa: BLE001 (the container vanished: close the stream all the same)
+            pass
+        time.sleep(DRAIN_S)
+        response._vhtui_closed = True
+        response.close()
+
+    def wait(self, handle: RunHandle, timeout: float | None = None) -> int | None:
+        from docker.errors import NotFound
+        from requests.exceptions import ConnectionError, ReadTimeout
+
+        try:
+            result = self.client.api.wait(handle.state["container"], timeout=timeout)
+        except (ReadTimeout, ConnectionError):
+            return None
+        except NotFound:
+            return None
+        self._remove(handle.state["container"])
+        return int(result.get("StatusCode", -1))
+
+    def stop(self, handle: RunHandle, grace: float = 10.0) -> None:
+        from docker.errors import APIError
+
+        try:  # SIGTERM, then SIGKILL after the grace period, as `docker stop` does
+            self.client.api.stop(handle.state["container"], timeout=max(1, math.ceil(grace)))
+        except APIError:
+            pass
+
+    def reattach(self, state: dict[str, Any]) -> RunHandle | None:
+        from docker.errors import NotFound
+
+        try:
+            info = self.client.api.inspect_container(state["container"])
+        except NotFound:
+            return None
+        if not info["State"]["Running"]:
+            return None
+        return RunHandle(info["Config"]["Labels"].get(RUN_LABEL, ""), self.kind, dict(state))
+
+    def abandon(self, state: dict[str, Any]) -> None:
+        if state.get("container"):
+            self._remove(state["container"])
+
+    def visible_paths(self, spec_dirs: dict[str, Path]) -> dict[str, str]:
+        return {name: CONTAINER_DIRS[name] for name in spec_dirs}
+
+    # -- housekeeping -------------------------------------------------------------------------
+    def sweep(self) -> list[str]:
+        """Remove containers whose starting process has died; return their ids."""
+        removed = []
+        for container in self.client.api.containers(all=True, filters={"label": RUN_LABEL}):
+            if not _owner_alive(container["Labels"].get(OWNER_LABEL)):
+                self._remove(container["Id"])
+                removed.append(container["Id"])
+        return removed
+
+    def _remove(self, container_id: str) -> None:
+        from docker.errors import APIError
+
+        try:
+            self.client.api.remove_container(container_id, force=True)
+        except APIError:
+            pass
+
+    def _ensure_image(self, image: str) -> list[bytes]:
+        """Pull a missing image once; its progress goes to the execution's log."""
+        from docker.errors import APIError, ImageNotFound
+
+        try:
+            self.client.api.inspect_image(image)
+            return []
+        except ImageNotFound:
+            pass
+        notes = [f"Pulling image {image}...\n".encode()]
+        repository, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
+        try:
+            for event in self.client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+                if "error" in event:
+                    raise RunnerError(f"cannot pull image {image}: {event['error']}")
+                if event.get("status") and not event.get("progressDetail"):
+                    notes.append(f"{event.get('id', '')} {event['status']}\n".lstrip().encode())
+        except APIError as exc:
+            raise RunnerError(f"cannot pull image {image}: {exc.explanation or exc}") from None
+        except RunnerError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (no registry reachable, DNS, ...)
+            raise RunnerError(f"cannot pull image {image}: {str(exc).splitlines()[0][:200]}") from None
+        return notes
+
+
+register("docker", DockerRunner)

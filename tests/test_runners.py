@@ -1,0 +1,240 @@
+"""One contract, every runner: the same steps must behave the same on the local and Docker runners.
+
+Docker runs for real: scripts/test.sh starts dockerd and builds the test image. Outside CI a
+machine without Docker skips the Docker cases; in CI (CI set) they fail instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import Project
+
+IMAGE = "vhtui-test/python:3.11"
+
+STEPS = f"""
+- step:
+    name: contract
+    image: {IMAGE}
+    command: python3 contract.py {{parameters}}
+    parameters:
+      - name: lines
+        type: integer
+        default: 20
+      - name: fail
+        type: flag
+    inputs:
+      - name: data
+- step:
+    name: stubborn
+    image: {IMAGE}
+    command: python3 stubborn.py
+- step:
+    name: slow
+    image: {IMAGE}
+    command: sleep 60
+    time-limit: 2
+"""
+
+CONTRACT = """
+import json, os, sys, argparse
+p = argparse.ArgumentParser(); p.add_argument("--lines", type=int); p.add_argument("--fail", action="store_true")
+a = p.parse_args()
+config = os.environ["VH_CONFIG_DIR"]
+params = json.load(open(os.path.join(config, "parameters.json")))
+inputs = json.load(open(os.path.join(config, "inputs.json")))
+data_path = inputs["data"]["files"][0]["path"]
+content = open(data_path).read()
+try:
+    open(data_path, "a").write("tamper")
+    tampered = True
+except OSError:
+    tampered = False
+for i in range(a.lines):
+    print(json.dumps({"i": i, "loss": 1.0 / (i + 1)}), flush=True)
+    if i % 5 == 4:
+        print(f"stderr line {i}", file=sys.stderr, flush=True)
+out = os.environ["VH_OUTPUTS_DIR"]
+os.makedirs(os.path.join(out, "sub"), exist_ok=True)
+open(os.path.join(out, "sub", "result.txt"), "w").write(content.upper())
+print(json.dumps({"cwd_is_repo": os.getcwd() == os.environ["VH_REPOSITORY_DIR"], "params": params,
+                  "input_read_only": not tampered}))
+sys.exit(3 if a.fail else 0)
+"""
+
+STUBBORN = """
+import os, signal, time
+signal.signal(signal.SIGTERM, lambda *a: print("ignoring SIGTERM", flush=True))
+open(os.path.join(os.environ["VH_OUTPUTS_DIR"], "partial.txt"), "w").write("so far")
+print("started", flush=True)
+while True:
+    time.sleep(0.1)
+"""
+
+
+def docker_ready() -> bool:
+    try:
+        from runners.docker import docker_client
+
+        docker_client().api.inspect_image(IMAGE)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.fixture(params=["local", "docker"])
+def runner(request: pytest.FixtureRequest) -> str:
+    if request.param == "docker" and not docker_ready():
+        if os.environ.get("CI"):
+            pytest.fail(f"Docker or the {IMAGE} image is missing in CI: scripts/docker-setup.sh must provide them")
+        pytest.skip("no Docker engine here (scripts/docker-setup.sh sets one up)")
+    return request.param
+
+
+@pytest.fixture
+def steps(project: Project) -> Project:
+    project.write("valohai.yaml", STEPS)
+    project.write("contract.py", CONTRACT)
+    project.write("stubborn.py", STUBBORN)
+    project.write("data.txt", "hello\n")
+    return project
+
+
+def launch(project: Project, runner: str, step: str, *args: str) -> int:
+    extra = ["--env", "current"] if runner == "local" else []
+    return project.run(step, "--runner", runner, *extra, *args, VHTUI_STOP_GRACE="3")
+
+
+def test_parameters_inputs_outputs_metadata_and_logs(steps: Project, runner: str) -> None:
+    counter = launch(steps, runner, "contract", "--lines=20", "--data=data.txt")
+    doc = steps.wait(counter, timeout=60)
+    log = steps.logs(counter)
+    assert doc["status"] == "complete", log
+    assert doc["exit_code"] == 0
+    assert doc["metadata"]["params"] == {"lines": 20, "fail": False}
+    assert doc["metadata"]["cwd_is_repo"] is True
+    assert doc["metadata"]["input_read_only"] is (runner == "docker")  # Docker mounts inputs read-only
+    assert doc["metadata_count"] == 21
+    stdout = steps.logs(counter, "--stdout").splitlines()
+    assert [json.loads(line)["i"] for line in stdout[:20]] == list(range(20))  # in order, none lost
+    assert steps.logs(counter, "--stderr").splitlines() == [f"stderr line {i}" for i in (4, 9, 14, 19)]
+    assert [o["name"] for o in doc["outputs"]] == ["sub/result.txt"]
+    out = steps.root.parent / f"out-{runner}"
+    steps.vhtui("exec", "outputs", str(counter), "--download", str(out))
+    assert (out / "sub" / "result.txt").read_text().startswith("HELLO")
+
+
+def test_exit_code_is_an_error_and_outputs_are_kept(steps: Project, runner: str) -> None:
+    counter = launch(steps, runner, "contract", "--lines=2", "--fail", "--data=data.txt")
+    doc = steps.wait(counter, timeout=60)
+    assert doc["status"] == "error" and doc["exit_code"] == 3
+    assert [o["name"] for o in doc["outputs"]] == ["sub/result.txt"]
+
+
+def test_stop_kills_after_the_grace_period(steps: Project, runner: str) -> None:
+    counter = launch(steps, runner, "stubborn")
+    deadline = time.monotonic() + 60
+    while "started" not in steps.logs(counter):
+        assert time.monotonic() < deadline, steps.logs(counter)
+        time.sleep(0.2)
+    began = time.monotonic()
+    steps.vhtui("exec", "stop", str(counter), VHTUI_STOP_GRACE="3")
+    doc = steps.wait(counter, timeout=30)
+    elapsed = time.monotonic() - began
+    assert doc["status"] == "stopped"
+    assert 2.5 <= elapsed < 15, elapsed
+    assert "ignoring SIGTERM" in steps.logs(counter)
+    assert [o["name"] for o in doc["outputs"]] == ["partial.txt"]
+
+
+def test_time_limit(steps: Project, runner: str) -> None:
+    counter = launch(steps, runner, "slow")
+    doc = steps.wait(counter, timeout=40)
+    assert doc["status"] == "error" and "time limit" in doc["status_detail"]
+
+
+# -- Docker only -----------------------------------------------------------------------------
+@pytest.fixture
+def docker_steps(steps: Project) -> Project:
+    if not docker_ready():
+        if os.environ.get("CI"):
+            pytest.fail("Docker is missing in CI")
+        pytest.skip("no Docker engine here")
+    return steps
+
+
+def _labelled_containers() -> list[dict]:
+    from runners.docker import RUN_LABEL, docker_client
+
+    return docker_client().api.containers(all=True, filters={"label": RUN_LABEL})
+
+
+def test_killed_supervisor_leaves_no_container(docker_steps: Project) -> None:
+    counter = launch(docker_steps, "docker", "stubborn")
+    deadline = time.monotonic() + 60
+    while "started" not in docker_steps.logs(counter):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    with sqlite3.connect(docker_steps.home / "vhtui.sqlite3") as conn:
+        pid, state = conn.execute("SELECT supervisor_pid, runner_state FROM executions WHERE counter = ?",
+                                  (counter,)).fetchone()
+    container = json.loads(state)["container"]
+    assert any(c["Id"] == container for c in _labelled_containers())
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    doc = docker_steps.info(counter)  # reading the store reconciles
+    assert doc["status"] == "crashed" and "supervisor" in doc["status_detail"]
+    assert not any(c["Id"] == container for c in _labelled_containers())
+
+
+def test_finished_runs_leave_no_container(docker_steps: Project) -> None:
+    counter = launch(docker_steps, "docker", "contract", "--lines=1", "--data=data.txt")
+    assert docker_steps.wait(counter, timeout=60)["status"] == "complete"
+    assert _labelled_containers() == []
+
+
+def test_missing_image_is_named(docker_steps: Project) -> None:
+    counter = launch(docker_steps, "docker", "contract", "--data=data.txt", "--image", "vhtui-test/absent:0")
+    doc = docker_steps.wait(counter, timeout=60)
+    assert doc["status"] == "error"
+    assert "cannot pull image vhtui-test/absent:0" in doc["status_detail"]
+
+
+def test_docker_down_is_one_clear_line_and_stores_nothing(steps: Project) -> None:
+    result = steps.vhtui("run", "contract", "--runner", "docker", "--data=data.txt", check=False,
+                         DOCKER_HOST="unix:///nonexistent/docker.sock")
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "cannot reach the Docker engine" in result.stderr and "dockerd" in result.stderr
+    assert not (steps.home / "executions").exists() or not any((steps.home / "executions").iterdir())
+
+
+def test_outputs_belong_to_the_invoking_user(docker_steps: Project, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Run vhtui itself as an ordinary user (uid 4321, in the socket's group); its outputs are its own."""
+    if os.getuid() != 0:
+        pytest.skip("switching users needs root; CI runs as root")
+    socket_gid = os.stat("/var/run/docker.sock").st_gid
+    for path in (docker_steps.root, docker_steps.home.parent):
+        subprocess.run(["chown", "-R", "4321:4321", str(path)], check=True)
+    for parent in docker_steps.home.parent.parents:  # pytest's temp folders are private to root
+        if parent == parent.parent:
+            break
+        os.chmod(parent, os.stat(parent).st_mode | 0o011)
+    env = docker_steps.env()
+    import sys
+
+    run = subprocess.run(
+        ["setpriv", "--reuid=4321", "--regid=4321", f"--groups={socket_gid}", sys.executable, "-m", "vhtui", "run",
+         "contract", "--runner", "docker", "--lines=1", "--data=data.txt", "--follow"],
+        cwd=docker_steps.root, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    outputs = list((docker_steps.home / "executions").glob("*/outputs/sub/result.txt"))
+    assert outputs and all(p.stat().st_uid == 4321 for p in outputs)
