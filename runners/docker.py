@@ -29,7 +29,7 @@ CONTAINER_DIRS = {"repository": "/valohai/repository", "inputs": "/valohai/input
                   "outputs": "/valohai/outputs", "config": "/valohai/config"}
 RUN_LABEL = "vhtui.run"
 OWNER_LABEL = "vhtui.owner"  # "pid:start time" of the process that started the container
-DRAIN_S = 2.0  # after the container exits, how long its output may still take to arrive
+DRAIN_S = 2.0  # after the container exits, how long the stream may stay silent before it is closed
 
 
 def docker_client() -> Any:
@@ -158,6 +158,7 @@ class DockerRunner:
             while len(header := raw.read(8)) == 8:
                 size = struct.unpack(">I", header[4:])[0]
                 data = raw.read(size)
+                response._vhtui_last_frame = time.monotonic()
                 if data:
                     chunks.put(OutputChunk("stderr" if header[0] == 2 else "stdout", data))
         except Exception as exc:  # noqa: BLE001 (closed by the waiter, or lost: the consumer decides)
@@ -172,7 +173,8 @@ class DockerRunner:
             self.client.api.wait(handle.state["container"])
         except Exception:  # noqa: BLE001 (the container vanished: close the stream all the same)
             pass
-        time.sleep(DRAIN_S)
+        while time.monotonic() - getattr(response, "_vhtui_last_frame", 0.0) < DRAIN_S:
+            time.sleep(0.2)  # output still arriving: a flood is read after its container ended
         response._vhtui_closed = True
         response.close()
 
