@@ -37,6 +37,14 @@ STEPS = f"""
     image: {IMAGE}
     command: python3 stubborn.py
 - step:
+    name: flood
+    image: {IMAGE}
+    command: python3 flood.py
+- step:
+    name: live
+    image: {IMAGE}
+    command: python3 live.py
+- step:
     name: slow
     image: {IMAGE}
     command: sleep 60
@@ -79,6 +87,22 @@ while True:
 """
 
 
+FLOOD = """
+import sys
+for i in range(300_000):
+    sys.stdout.write(f"line {i:06d} " + "x" * 80 + "\\n")
+"""
+
+LIVE = """
+import os, time
+path = os.path.join(os.environ["VH_OUTPUTS_DIR"], "checkpoint.txt")
+open(path, "w").write("epoch 1")
+os.chmod(path, 0o444)
+print("checkpoint written", flush=True)
+time.sleep(60)
+"""
+
+
 def docker_ready() -> bool:
     try:
         from runners.docker import docker_client
@@ -103,6 +127,8 @@ def steps(project: Project) -> Project:
     project.write("valohai.yaml", STEPS)
     project.write("contract.py", CONTRACT)
     project.write("stubborn.py", STUBBORN)
+    project.write("flood.py", FLOOD)
+    project.write("live.py", LIVE)
     project.write("data.txt", "hello\n")
     return project
 
@@ -152,6 +178,25 @@ def test_stop_kills_after_the_grace_period(steps: Project, runner: str) -> None:
     assert 2.5 <= elapsed < 15, elapsed
     assert "ignoring SIGTERM" in steps.logs(counter)
     assert [o["name"] for o in doc["outputs"]] == ["partial.txt"]
+
+
+def test_a_flood_of_output_is_stored_whole(steps: Project, runner: str) -> None:
+    counter = launch(steps, runner, "flood")
+    assert steps.wait(counter, timeout=120)["status"] == "complete"
+    lines = steps.logs(counter).splitlines()
+    assert len(lines) == 300_000
+    assert lines[0].startswith("line 000000 ") and lines[-1].startswith("line 299999 ")
+
+
+def test_live_outputs_are_stored_while_running(steps: Project, runner: str) -> None:
+    counter = launch(steps, runner, "live")
+    deadline = time.monotonic() + 60
+    while not steps.info(counter)["outputs"]:
+        assert time.monotonic() < deadline, "the read-only output was not stored during the run"
+        time.sleep(0.3)
+    assert steps.info(counter)["status"] == "started"
+    steps.vhtui("exec", "stop", str(counter))
+    assert [o["name"] for o in steps.wait(counter, timeout=30)["outputs"]] == ["checkpoint.txt"]
 
 
 def test_time_limit(steps: Project, runner: str) -> None:
