@@ -41,6 +41,16 @@ STEPS = f"""
     image: {IMAGE}
     command: python3 flood.py
 - step:
+    name: utils
+    image: {IMAGE}
+    command: python3 utils_script.py {{parameters}}
+    parameters:
+      - name: epochs
+        type: integer
+        default: 2
+    inputs:
+      - name: table
+- step:
     name: live
     image: {IMAGE}
     command: python3 live.py
@@ -103,6 +113,20 @@ time.sleep(60)
 """
 
 
+UTILS_SCRIPT = """
+import json
+import valohai
+
+valohai.prepare(step="utils", default_parameters={"epochs": 1}, default_inputs={"table": "nothing.csv"})
+rows = open(valohai.inputs("table").path()).read().splitlines()
+for epoch in range(valohai.parameters("epochs").value):
+    with valohai.logger() as logger:
+        logger.log("epoch", epoch)
+        logger.log("rows", len(rows))
+json.dump({"rows": len(rows)}, open(valohai.outputs().path("result.json"), "w"))
+"""
+
+
 def docker_ready() -> bool:
     try:
         from runners.docker import docker_client
@@ -129,6 +153,7 @@ def steps(project: Project) -> Project:
     project.write("stubborn.py", STUBBORN)
     project.write("flood.py", FLOOD)
     project.write("live.py", LIVE)
+    project.write("utils_script.py", UTILS_SCRIPT)
     project.write("data.txt", "hello\n")
     return project
 
@@ -186,6 +211,14 @@ def test_a_flood_of_output_is_stored_whole(steps: Project, runner: str) -> None:
     lines = steps.logs(counter).splitlines()
     assert len(lines) == 300_000
     assert lines[0].startswith("line 000000 ") and lines[-1].startswith("line 299999 ")
+
+
+def test_a_valohai_utils_script_runs_unchanged(steps: Project, runner: str) -> None:
+    counter = launch(steps, runner, "utils", "--epochs=3", "--table=data.txt")
+    doc = steps.wait(counter, timeout=60)
+    assert doc["status"] == "complete", steps.logs(counter)
+    assert doc["metadata"] == {"epoch": 2, "rows": 1} and doc["metadata_count"] == 3
+    assert [o["name"] for o in doc["outputs"]] == ["result.json"]
 
 
 def test_live_outputs_are_stored_while_running(steps: Project, runner: str) -> None:
