@@ -11,7 +11,7 @@ cd examples/quickstart
 if ! "$VHTUI" exec list --json 2>/dev/null | grep -q '"counter"'; then
     "$VHTUI" run preprocess --title "synthetic data" --follow
     "$VHTUI" run train --epochs=12 --learning-rate=0.3 --title "first model" --follow
-    "$VHTUI" run train --epochs=20 --learning-rate=0.1 --optimizer=momentum --title "momentum" --follow
+    "$VHTUI" run train --epochs=20 --learning-rate=0.01 --optimizer=momentum --title "momentum" --follow
     "$VHTUI" run evaluate --title "score it" --follow
 fi
 exec "$VHTUI"

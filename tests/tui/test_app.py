@@ -280,3 +280,29 @@ async def test_export_outputs_and_set_an_alias(seeded: tuple[Context, Path], tmp
         await pilot.press("enter")
         await pilot.pause()
         assert datum_rows.resolve_alias(ctx.db, app.project_id, "champion") is not None
+
+
+async def test_keys_are_remapped_by_binding_id(seeded: tuple[Context, Path]) -> None:
+    ctx, root = seeded
+    from vhtui.tui.app import load_keymap
+
+    keymap_file = ctx.home.root / "keymap.toml"
+    keymap_file.write_text('"executions.filter" = "ctrl+f"\n')
+    app = VhtuiApp(ctx, root, keymap=load_keymap(keymap_file))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        from textual.widgets import Input
+
+        await pilot.press("ctrl+f")
+        await pilot.pause()
+        assert app.focused is app.screen.query_one("#filter", Input)
+
+
+def test_a_broken_keymap_is_one_clear_error(tmp_path: Path) -> None:
+    from vhtui.errors import VhtuiError
+    from vhtui.tui.app import load_keymap
+
+    broken = tmp_path / "keymap.toml"
+    broken.write_text("executions.filter = \n")
+    with pytest.raises(VhtuiError, match="not valid TOML"):
+        load_keymap(broken)
