@@ -9,6 +9,7 @@ fit behind these five calls.
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,31 @@ class RunHandle:
 
 class RunnerError(Exception):
     """A runner could not do what was asked; the message is one line meant for the user."""
+
+
+ChunkQueue = queue.Queue  # of OutputChunk, a BaseException the reader hit, or None at the end
+
+
+def relay(chunks: ChunkQueue, handle: RunHandle, tick: float, skip: int = 0) -> Iterator[OutputChunk]:
+    """Yield what a reader thread queues, until its None: an empty chunk whenever it is quiet for
+    `tick` seconds, its error as a RunnerError. The first `skip` bytes are dropped (a replay from
+    an offset); the rest are counted in `handle.state["consumed"]`."""
+    while True:
+        try:
+            item = chunks.get(timeout=tick)
+        except queue.Empty:
+            yield OutputChunk("stdout", b"")
+            continue
+        if item is None:
+            return
+        if isinstance(item, BaseException):
+            raise RunnerError(f"lost the run's output: {item}")
+        if skip >= len(item.data):
+            skip -= len(item.data)
+            continue
+        data, skip = item.data[skip:], 0
+        handle.state["consumed"] = handle.state.get("consumed", 0) + len(data)
+        yield OutputChunk(item.stream, data)
 
 
 class Runner(Protocol):

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from runners import OutputChunk, RunHandle, RunnerError, RunSpec, register
+from runners import OutputChunk, RunHandle, RunnerError, RunSpec, register, relay
 from runners.processes import is_running, start_time
 
 CONTAINER_DIRS = {"repository": "/valohai/repository", "inputs": "/valohai/inputs",
@@ -133,23 +133,7 @@ class DockerRunner:
         threading.Thread(target=self._read, args=(response, chunks), name="docker-reader", daemon=True).start()
         threading.Thread(target=self._close_after_exit, args=(handle, response), name="docker-waiter",
                          daemon=True).start()
-        skip = offset
-        while True:
-            try:
-                item = chunks.get(timeout=tick)
-            except queue.Empty:
-                yield OutputChunk("stdout", b"")
-                continue
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise RunnerError(f"lost the container's output: {item}") from None
-            if skip >= len(item.data):
-                skip -= len(item.data)
-                continue
-            data, skip = item.data[skip:], 0
-            handle.state["consumed"] = handle.state.get("consumed", 0) + len(data)
-            yield OutputChunk(item.stream, data)
+        yield from relay(chunks, handle, tick, skip=offset)
 
     def _read(self, response: Any, chunks: queue.Queue[OutputChunk | BaseException | None]) -> None:
         """Split the engine's multiplexed stream: an 8-byte header (stream, size) before each frame."""

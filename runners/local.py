@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from runners import OutputChunk, RunHandle, RunnerError, RunSpec, register
+from runners import OutputChunk, RunHandle, RunnerError, RunSpec, register, relay
 from runners.pyenv import activation_env, ensure_layered_venv
 
 _PR_SET_PDEATHSIG = 1
@@ -103,18 +103,7 @@ class LocalRunner:
         chunks: queue.Queue[OutputChunk | BaseException | None] = queue.Queue(maxsize=_QUEUED_CHUNKS)
         reader = threading.Thread(target=_drain_pipes, args=(proc, handle, chunks), name="pipe-reader", daemon=True)
         reader.start()
-        while True:
-            try:
-                item = chunks.get(timeout=tick)
-            except queue.Empty:
-                yield OutputChunk("stdout", b"")
-                continue
-            if item is None:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            handle.state["consumed"] = handle.state.get("consumed", 0) + len(item.data)
-            yield item
+        yield from relay(chunks, handle, tick)
         reader.join()
 
     def wait(self, handle: RunHandle, timeout: float | None = None) -> int | None:
