@@ -124,3 +124,19 @@ def delete(db: Database, datum_id: str) -> bool:
         conn.execute("DELETE FROM dataset_version_datums WHERE datum_id = ?", (datum_id,))
         conn.execute("DELETE FROM datums WHERE id = ?", (datum_id,))
         return conn.execute("SELECT 1 FROM datums WHERE sha256 = ? LIMIT 1", (sha[0],)).fetchone() is None
+
+
+def outputs_version(db: Database, execution_id: int) -> tuple[Any, ...]:
+    """Changes whenever an execution's outputs, their aliases or their consumers change: one cheap
+    look for screens that must not rebuild on every commit of other runs."""
+    row = db.query_one(
+        "SELECT (SELECT count(*) FROM datums WHERE producer_execution_id = :e),"
+        " (SELECT max(created_at) FROM datums WHERE producer_execution_id = :e),"
+        " (SELECT count(*) FROM datum_aliases a JOIN datums d ON d.id = a.datum_id WHERE d.producer_execution_id = :e),"
+        " (SELECT max(a.updated_at) FROM datum_aliases a JOIN datums d ON d.id = a.datum_id"
+        "  WHERE d.producer_execution_id = :e),"
+        " (SELECT count(*) FROM execution_inputs i JOIN datums d ON d.id = i.datum_id"
+        "  WHERE d.producer_execution_id = :e)",
+        {"e": execution_id},
+    )
+    return tuple(row) if row else ()

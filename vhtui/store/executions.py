@@ -113,14 +113,6 @@ def set_input_file(db: Database, execution_id: int, name: str, position: int, **
         conn.execute(sql, (*fields.values(), execution_id, name, position))
 
 
-def consumers_of_outputs(db: Database, execution_id: int) -> list[int]:
-    """Ids of the executions that took any output of this one as an input."""
-    rows = db.query(
-        "SELECT DISTINCT i.execution_id FROM execution_inputs i JOIN datums d ON d.id = i.datum_id"
-        " WHERE d.producer_execution_id = ? ORDER BY i.execution_id", (execution_id,))
-    return [r[0] for r in rows]
-
-
 def consumers_of_datum(db: Database, datum_id: str) -> list[dict[str, Any]]:
     return [
         _decode(r)  # type: ignore[misc]

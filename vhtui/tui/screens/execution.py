@@ -144,10 +144,8 @@ class ExecutionScreen(Screen[None]):
         """Rebuild the tabs' contents, unless nothing about this execution changed (other runs
         commit often: metadata of a busy run arrives several times a second)."""
         execution = self.load()
-        outputs = datum_rows.produced_by(self.db, self.execution_id)
         fingerprint = (execution["status"], execution["ended_at"], execution["reason"], execution["metadata_count"],
-                       tuple((d["id"], tuple(datum_rows.aliases_of(self.db, d["id"]))) for d in outputs),
-                       len(execution_rows.consumers_of_outputs(self.db, self.execution_id)))
+                       datum_rows.outputs_version(self.db, self.execution_id))
         if fingerprint == getattr(self, "_fingerprint", None):
             return
         self._fingerprint = fingerprint
