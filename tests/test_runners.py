@@ -316,3 +316,21 @@ def test_outputs_belong_to_the_invoking_user(docker_steps: Project, tmp_path) ->
     assert run.returncode == 0, run.stderr
     outputs = list((docker_steps.home / "executions").glob("*/outputs/sub/result.txt"))
     assert outputs and all(p.stat().st_uid == 4321 for p in outputs)
+
+
+def test_assigned_gpus_reach_the_engine_as_a_device_request(docker_steps: Project) -> None:
+    """No GPU exists here: VHTUI_GPUS stands in for NVML, and the real engine, which has no GPU
+    driver, refuses the device request. That refusal is the proof the request was made."""
+    docker_steps.write("valohai.yaml", STEPS + f"""
+- step:
+    name: gpu
+    image: {IMAGE}
+    command: "true"
+    resources:
+      devices:
+        nvidia.com/gpu: 1
+""")
+    counter = docker_steps.run("gpu", "--runner", "docker", VHTUI_GPUS="2")
+    doc = docker_steps.wait(counter, timeout=60)
+    assert doc["status"] == "error"
+    assert "gpu" in doc["status_detail"].lower() and "device" in doc["status_detail"].lower()
