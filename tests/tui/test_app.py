@@ -57,6 +57,10 @@ async def test_filter_by_text_status_and_step(seeded: tuple[Context, Path]) -> N
         await pilot.press("slash", *"status:complete")
         await pilot.pause()
         assert table(app).total == 4
+        from vhtui.tui.widgets.status_line import StatusLine
+
+        assert app.screen.query_one(StatusLine).text == "4 execution(s) matching 'status:complete'"
+        assert app.screen.query_one(StatusLine).region.height == 1  # on screen, not under the footer
         await pilot.press("enter")
         await pilot.press("escape")  # clears the filter
         await pilot.pause()

@@ -58,6 +58,8 @@ class ExecutionsScreen(Screen[None]):
             shown += f" matching {query.text!r}"
         if self.table.selected:
             shown += f" · {len(self.table.selected)} selected (c to compare)"
+        if not self.table.total and not query.text:
+            shown = "no executions yet: n opens the launch form, ctrl+p runs a step"
         self.query_one(StatusLine).text = shown
 
     def on_store_changed(self, message: StoreChanged) -> None:

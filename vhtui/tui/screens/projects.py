@@ -11,6 +11,7 @@ from textual.widgets import DataTable, Footer, Header
 
 from vhtui.store import projects as project_rows
 from vhtui.tui.app import StoreChanged
+from vhtui.tui.widgets.status_line import StatusLine
 
 
 class ProjectsScreen(Screen[None]):
@@ -19,6 +20,7 @@ class ProjectsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield DataTable(id="projects", cursor_type="row", zebra_stripes=True)
+        yield StatusLine()
         yield Footer()
 
     def on_mount(self) -> None:
@@ -37,6 +39,8 @@ class ProjectsScreen(Screen[None]):
         for project, runs, last in project_rows.list_with_activity(db):
             when = datetime.fromtimestamp(last).strftime("%Y-%m-%d %H:%M") if last else "never"
             table.add_row(project["name"], str(runs), when, project["path"], key=str(project["id"]))
+        self.query_one(StatusLine).text = (f"{table.row_count} project(s) · enter opens one" if table.row_count else
+                                           "no projects yet: run vhtui in a directory that holds a valohai.yaml")
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.app.open_project(int(event.row_key.value))  # type: ignore[arg-type, attr-defined]

@@ -266,10 +266,10 @@ class ExecutionTable(ScrollView, can_focus=True):
             return format_duration(execution), ""
         if key.startswith("metric:"):
             value = execution["metadata_summary"].get(key[7:])
-            return ("" if value is None else format_value(value)), "cyan"
+            return ("", "") if value is None else (format_value(value), "cyan")
         if key.startswith("param:"):
             value = execution["parameters"].get(key[6:])
-            return ("" if value is None else format_value(value)), "dim"
+            return ("", "") if value is None else (format_value(value), "dim")
         return str(execution.get(key) or ""), ""
 
     # -- reactions ----------------------------------------------------------------------

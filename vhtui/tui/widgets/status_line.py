@@ -9,7 +9,6 @@ from textual.widget import Widget
 class StatusLine(Widget):
     DEFAULT_CSS = """
     StatusLine {
-        dock: bottom;
         height: 1;
         color: $text-muted;
         padding: 0 1;
