@@ -60,7 +60,10 @@ async def test_filter_by_text_status_and_step(seeded: tuple[Context, Path]) -> N
         from vhtui.tui.widgets.status_line import StatusLine
 
         assert app.screen.query_one(StatusLine).text == "4 execution(s) matching 'status:complete'"
-        assert app.screen.query_one(StatusLine).region.height == 1  # on screen, not under the footer
+        from textual.widgets import Footer
+
+        status_region = app.screen.query_one(StatusLine).region
+        assert status_region.height == 1 and status_region.bottom <= app.screen.query_one(Footer).region.y
         await pilot.press("enter")
         await pilot.press("escape")  # clears the filter
         await pilot.pause()
