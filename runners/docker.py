@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import queue
+import socket
 import struct
 import threading
 import time
@@ -47,6 +48,31 @@ def docker_client() -> Any:
         reason = str(exc).splitlines()[0][:200]
         raise RunnerError(f"cannot reach the Docker engine ({reason}): start it with `sudo systemctl start "
                           "docker` (or run `dockerd`), or point DOCKER_HOST at a running one") from None
+
+
+def ping_engine() -> None:
+    """Is the engine up? Asked over its socket directly, since importing the docker SDK alone costs a
+    launch about 150 ms; TLS and other transports go through the SDK."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if os.environ.get("DOCKER_TLS_VERIFY") or not host.startswith(("unix://", "tcp://")):
+        docker_client()
+        return
+    try:
+        if host.startswith("unix://"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(10)
+            sock.connect(host[len("unix://"):])
+        else:
+            address, _, port = host[len("tcp://"):].partition(":")
+            sock = socket.create_connection((address, int(port or 2375)), timeout=10)
+        with sock:
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            status = sock.recv(64).split(b"\r\n", 1)[0]
+        if b" 200 " not in status + b" ":
+            raise OSError(status.decode(errors="replace") or "no answer")
+    except (OSError, ValueError) as exc:
+        raise RunnerError(f"cannot reach the Docker engine at {host} ({exc}): start it with `sudo systemctl "
+                          "start docker` (or run `dockerd`), or point DOCKER_HOST at a running one") from None
 
 
 def owner_label() -> str:

@@ -63,10 +63,10 @@ def check_runner(runner: str, image: str | None, step_name: str) -> None:
     if not image:
         raise VhtuiError(f"step {step_name!r} names no image, which the docker runner needs (or use --image)")
     from runners import RunnerError
-    from runners.docker import docker_client
+    from runners.docker import ping_engine
 
     try:
-        docker_client()
+        ping_engine()
     except RunnerError as exc:
         raise VhtuiError(str(exc)) from None
 
