@@ -270,7 +270,7 @@ class Sandbox:
         self.home = self.root / "home"
         self.project = self.root / "project"
         self.project.mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VHTUI_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VHTUI_") or k == "VHTUI_LAUNCHER"}
         env["VHTUI_HOME"] = str(self.home)
         env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
         self.raw_env = dict(env)  # as this shell has it (bytecode caching as the caller set it)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from datetime import datetime, UTC
@@ -387,6 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["run"] and not os.environ.get("VHTUI_IN_LAUNCHER"):
+        from vhtui import launcher
+
+        if launcher.enabled():
+            code = launcher.run_remotely(arguments)
+            if code is not None:
+                return code
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", cmd_tui)
