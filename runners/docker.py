@@ -162,15 +162,39 @@ class DockerRunner:
         yield from relay(chunks, handle, tick, skip=offset)
 
     def _read(self, response: Any, chunks: queue.Queue[OutputChunk | BaseException | None]) -> None:
-        """Split the engine's multiplexed stream: an 8-byte header (stream, size) before each frame."""
+        """Split the engine's multiplexed stream: an 8-byte header (stream, size) before each frame.
+
+        Bytes are read as they arrive, whatever is there (read1), and cut into frames here: one
+        read per frame costs tens of microseconds, which a flood of short lines cannot afford.
+        """
         raw = response.raw
+        pending = b""
         try:
-            while len(header := raw.read(8)) == 8:
-                size = struct.unpack(">I", header[4:])[0]
-                data = raw.read(size)
+            while data := raw.read1(1 << 20):
                 response._vhtui_last_frame = time.monotonic()
-                if data:
-                    chunks.put(OutputChunk("stderr" if header[0] == 2 else "stdout", data))
+                pending = pending + data if pending else data
+                start, size = 0, len(pending)
+                stdout, stderr = [], []
+                while size - start >= 8:
+                    length = struct.unpack_from(">I", pending, start + 4)[0]
+                    if size - start - 8 < length:
+                        break
+                    frame = pending[start + 8:start + 8 + length]
+                    if pending[start] == 2:
+                        if stdout:
+                            chunks.put(OutputChunk("stdout", b"".join(stdout)))
+                            stdout = []
+                        stderr.append(frame)
+                    else:
+                        if stderr:
+                            chunks.put(OutputChunk("stderr", b"".join(stderr)))
+                            stderr = []
+                        stdout.append(frame)
+                    start += 8 + length
+                for stream, frames in (("stdout", stdout), ("stderr", stderr)):
+                    if frames:
+                        chunks.put(OutputChunk(stream, b"".join(frames)))
+                pending = pending[start:]
         except Exception as exc:  # noqa: BLE001 (closed by the waiter, or lost: the consumer decides)
             if not getattr(response, "_vhtui_closed", False):
                 chunks.put(exc)
