@@ -32,8 +32,8 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "—"
 
 
-def overview_table(execution: dict[str, Any], inputs: list[dict[str, Any]], lineage: dict[int, int]) -> Table:
-    """Everything recorded for lineage and reproduction, in one table."""
+def overview_table(execution: dict[str, Any], inputs: list[dict[str, Any]], producers: dict[str, int]) -> Table:
+    """Everything recorded for lineage and reproduction, in one table (`producers`: datum -> #N)."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
@@ -61,7 +61,7 @@ def overview_table(execution: dict[str, Any], inputs: list[dict[str, Any]], line
         table.add_row(f"param {name}", json.dumps(value))
     for item in inputs:
         source = item["uri"]
-        producer = lineage.get(item["id"]) if "id" in item else None
+        producer = producers.get(item["datum_id"])
         line = f"{item['filename']}  sha256:{(item['sha256'] or '')[:16]}  {item['size']} B  from {source}"
         if producer:
             line += f"  (output of #{producer})"
@@ -94,6 +94,8 @@ class ExecutionScreen(Screen[None]):
     def __init__(self, execution_id: int) -> None:
         super().__init__()
         self.execution_id = execution_id
+        self._run_version: tuple[Any, ...] | None = None  # what the tabs show, to skip needless rebuilds
+        self._outputs_version: tuple[Any, ...] | None = None
 
     @property
     def db(self) -> Any:
@@ -141,29 +143,26 @@ class ExecutionScreen(Screen[None]):
         self.refresh_data()
 
     def refresh_data(self) -> None:
-        """Rebuild the tabs' contents, unless nothing about this execution changed (other runs
-        commit often: metadata of a busy run arrives several times a second)."""
+        """Rebuild what changed, and only that: other runs commit often (a busy run's metadata
+        arrives several times a second), and most commits do not concern this execution."""
         execution = self.load()
-        fingerprint = (execution["status"], execution["ended_at"], execution["reason"], execution["metadata_count"],
-                       datum_rows.outputs_version(self.db, self.execution_id))
-        if fingerprint == getattr(self, "_fingerprint", None):
-            return
-        self._fingerprint = fingerprint
-        project = project_rows.get(self.db, execution["project_id"])
-        self.app.sub_title = f"#{execution['counter']} {execution['step']} · {execution['status']} · " \
-                             f"{project['name'] if project else ''}"
-        inputs = execution_rows.inputs_of(self.db, self.execution_id)
-        producers = {}
-        for item in inputs:
-            if item["datum_id"]:
-                datum = datum_rows.get(self.db, item["datum_id"])
-                if datum and datum.get("producer_counter"):
-                    producers[item["datum_id"]] = datum["producer_counter"]
-        for item in inputs:
-            item["id"] = item["datum_id"]
-        self.query_one("#overview-body", Static).update(overview_table(execution, inputs, producers))
-        self._fill_outputs()
-        self._fill_lineage(inputs)
+        run_version = (execution["status"], execution["ended_at"], execution["reason"], execution["metadata_count"])
+        outputs_version = datum_rows.outputs_version(self.db, self.execution_id)
+        if run_version != self._run_version:
+            self._run_version = run_version
+            project = project_rows.get(self.db, execution["project_id"])
+            self.app.sub_title = f"#{execution['counter']} {execution['step']} · {execution['status']} · " \
+                                 f"{project['name'] if project else ''}"
+            inputs = execution_rows.inputs_of(self.db, self.execution_id)
+            input_datums = {i["datum_id"]: datum_rows.get(self.db, i["datum_id"]) for i in inputs if i["datum_id"]}
+            producers = {datum_id: d["producer_counter"] for datum_id, d in input_datums.items()
+                         if d and d.get("producer_counter")}
+            self.query_one("#overview-body", Static).update(overview_table(execution, inputs, producers))
+            self._fill_upstream(inputs, input_datums)
+        if outputs_version != self._outputs_version:
+            self._outputs_version = outputs_version
+            self._fill_outputs()
+            self._fill_downstream()
 
     def _fill_outputs(self) -> None:
         table = self.query_one("#outputs-table", DataTable)
@@ -176,21 +175,23 @@ class ExecutionScreen(Screen[None]):
         if table.row_count:
             table.move_cursor(row=min(cursor, table.row_count - 1))
 
-    def _fill_lineage(self, inputs: list[dict[str, Any]]) -> None:
+    def _fill_upstream(self, inputs: list[dict[str, Any]], input_datums: dict[str, Any]) -> None:
         upstream = self.query_one("#upstream", DataTable)
         upstream.clear()
         seen: set[int] = set()
         for item in inputs:
-            datum = datum_rows.get(self.db, item["datum_id"]) if item["datum_id"] else None
+            datum = input_datums.get(item["datum_id"])
             if datum and datum["producer_execution_id"] and datum["producer_execution_id"] not in seen:
                 seen.add(datum["producer_execution_id"])
                 producer = execution_rows.get(self.db, datum["producer_execution_id"])
                 if producer:
                     upstream.add_row(f"#{producer['counter']}", producer["step"], producer["status"],
                                      f"{item['name']} ← {datum['name']}", key=str(producer["id"]))
+
+    def _fill_downstream(self) -> None:
         downstream = self.query_one("#downstream", DataTable)
         downstream.clear()
-        seen = set()
+        seen: set[int] = set()
         for datum in datum_rows.produced_by(self.db, self.execution_id):
             for consumer in execution_rows.consumers_of_datum(self.db, datum["id"]):
                 if consumer["id"] not in seen:
