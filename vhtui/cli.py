@@ -140,8 +140,8 @@ def cmd_exec_list(args: argparse.Namespace) -> int:
     if args.status and args.status not in STATUSES:
         raise VhtuiError(f"unknown status {args.status!r} (one of: {', '.join(STATUSES)})")
     ctx = _context()
-    rows = execution_rows.list_for_project(ctx.db, _project_id(ctx), status=args.status, step=args.step,
-                                           limit=args.limit)
+    rows = execution_rows.page(ctx.db, _project_id(ctx), offset=0, limit=-1 if args.limit is None else args.limit,
+                               status=args.status, step=args.step)
     if args.json:
         _print_json({"count": len(rows), "results": [execution_document(ctx, e) for e in rows]})
         return 0

@@ -91,5 +91,3 @@ def _human(size: int) -> str:
         value /= 1024
     return f"{value:.1f} TB"
 
-
-human_size = _human

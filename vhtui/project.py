@@ -24,10 +24,6 @@ class Project:
     root: Path
     config: Config
 
-    @property
-    def config_path(self) -> Path:
-        return self.root / CONFIG_NAME
-
     def step(self, name: str) -> Step:
         return match_step(self.config, name)
 

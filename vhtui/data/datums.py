@@ -69,9 +69,6 @@ class DatumStore:
             raise NotFound(f"no dataset version {ref!r}")
         return [datum_rows.get(self.db, i) for i in ids]  # type: ignore[misc]
 
-    def path_of(self, datum: dict[str, Any]) -> Path:
-        return self.blobs.path(datum["sha256"])
-
     def export(self, datum: dict[str, Any], directory: Path) -> Path:
         target = directory / datum["name"]
         if not target.resolve().is_relative_to(directory.resolve()):

@@ -65,12 +65,11 @@ class InputFetcher:
                 if not spec.optional:
                     raise VhtuiError(f"input {name!r} is required: give it with --{name}=<path, URL or datum://...>")
                 continue
-            for value in values:
-                for filename, fetched in self._fetch(str(value)):
-                    if getattr(spec, "filename", None) and len(values) == 1:
-                        filename = spec.filename
-                    files.append(InputFile(name=name, position=len([f for f in files if f.name == name]),
-                                           filename=filename, **fetched))
+            fetched_files = [item for value in values for item in self._fetch(str(value))]
+            for position, (filename, fetched) in enumerate(fetched_files):
+                if getattr(spec, "filename", None) and len(values) == 1:
+                    filename = spec.filename
+                files.append(InputFile(name=name, position=position, filename=filename, **fetched))
         return files
 
     def _fetch(self, value: str) -> list[tuple[str, dict[str, Any]]]:

@@ -52,10 +52,6 @@ def produced_by(db: Database, execution_id: int) -> list[dict[str, Any]]:
     return [_decode(r) for r in rows]  # type: ignore[misc]
 
 
-def by_sha256(db: Database, sha256: str) -> dict[str, Any] | None:
-    return _decode(db.query_one(f"{SELECT} WHERE d.sha256 = ? LIMIT 1", (sha256,)))
-
-
 def set_alias(db: Database, project_id: int, name: str, datum_id: str) -> None:
     with db.write() as conn:
         conn.execute(

@@ -62,25 +62,6 @@ def get_by_counter(db: Database, project_id: int, counter: int) -> dict[str, Any
     )
 
 
-def list_for_project(
-    db: Database, project_id: int, status: str | None = None, step: str | None = None,
-    limit: int | None = None, offset: int = 0,
-) -> list[dict[str, Any]]:
-    sql = "SELECT * FROM executions WHERE project_id = ?"
-    params: list[Any] = [project_id]
-    if status:
-        sql += " AND status = ?"
-        params.append(status)
-    if step:
-        sql += " AND step = ?"
-        params.append(step)
-    sql += " ORDER BY counter DESC"
-    if limit is not None:
-        sql += " LIMIT ? OFFSET ?"
-        params += [limit, offset]
-    return [_decode(r) for r in db.query(sql, params)]  # type: ignore[misc]
-
-
 def list_active(db: Database) -> list[dict[str, Any]]:
     marks = ", ".join("?" for _ in ACTIVE_STATUSES)
     return [_decode(r) for r in db.query(f"SELECT * FROM executions WHERE status IN ({marks})", ACTIVE_STATUSES)]  # type: ignore[misc]
@@ -136,8 +117,8 @@ def _filter_sql(project_id: int, status: str | None, step: str | None, text: str
         sql += " AND status = ?"
         params.append(status)
     if step:
-        sql += " AND step LIKE ?"
-        params.append(f"{step}%")
+        sql += " AND step = ?"
+        params.append(step)
     if text and len(text) >= 3:  # the trigram index finds substrings of 3 characters or more
         sql += (" AND (id IN (SELECT rowid FROM executions_search WHERE executions_search MATCH ?)"
                 " OR '#' || counter = ?)")
