@@ -59,6 +59,15 @@ class RunnerError(Exception):
     """A runner could not do what was asked; the message is one line meant for the user."""
 
 
+def script_argv(script: Path, seen_as: str) -> list[str]:
+    """How to run the job script, which the command sees at `seen_as`: by its own shebang, or sh."""
+    with open(script, "rb") as f:
+        if f.read(2) == b"#!":
+            script.chmod(0o755)
+            return [seen_as]
+    return ["/bin/sh", seen_as]
+
+
 ChunkQueue = queue.Queue  # of OutputChunk, a BaseException the reader hit, or None at the end
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from runners import OutputChunk, RunHandle, RunnerError, RunSpec, register, relay
+from runners import OutputChunk, RunHandle, RunnerError, RunSpec, register, relay, script_argv
 from runners.processes import is_running, start_time
 
 CONTAINER_DIRS = {"repository": "/valohai/repository", "inputs": "/valohai/inputs",
@@ -125,8 +125,7 @@ class DockerRunner:
                 "config": spec.config_dir}
         mounts = [Mount(CONTAINER_DIRS[name], str(Path(path).resolve()), type="bind",
                         read_only=name in ("inputs", "config")) for name, path in dirs.items()]
-        script = f"{CONTAINER_DIRS['config']}/{spec.script.name}"
-        command = [script] if spec.script.read_bytes()[:2] == b"#!" else ["/bin/sh", script]
+        command = script_argv(spec.script, f"{CONTAINER_DIRS['config']}/{spec.script.name}")
         options: dict[str, Any] = {}
         if spec.cpu_limit:
             options["nano_cpus"] = int(spec.cpu_limit * 1e9)

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from runners import OutputChunk, RunHandle, RunnerError, RunSpec, register, relay
+from runners import OutputChunk, RunHandle, RunnerError, RunSpec, register, relay, script_argv
 from runners.pyenv import activation_env, ensure_layered_venv
 
 _PR_SET_PDEATHSIG = 1
@@ -77,7 +77,7 @@ class LocalRunner:
             python = spec.options.get("python") or "python3"
             venv = ensure_layered_venv(python, spec.repository_dir, self.envs_dir)
             env = activation_env(venv, env)
-        argv = _script_argv(spec.script)
+        argv = script_argv(spec.script, str(spec.script))
         try:
             proc = subprocess.Popen(
                 argv, cwd=spec.repository_dir, env=env, stdin=subprocess.DEVNULL,
@@ -169,15 +169,6 @@ def _drain_pipes(
     finally:
         selector.close()
         chunks.put(None)
-
-
-def _script_argv(script: Path) -> list[str]:
-    with open(script, "rb") as f:
-        head = f.read(2)
-    if head == b"#!":
-        script.chmod(0o755)
-        return [str(script)]
-    return ["/bin/sh", str(script)]
 
 
 register("local", LocalRunner)

@@ -37,6 +37,16 @@ STEPS = f"""
     image: {IMAGE}
     command: python3 stubborn.py
 - step:
+    name: bashism
+    image: {IMAGE}
+    command: |
+      #!/bin/bash
+      if [[ {{parameter-value:word}} == wib* ]]; then echo "bash ran it: {{parameter-value:word}}"; fi
+    parameters:
+      - name: word
+        type: string
+        default: wibble
+- step:
     name: flood
     image: {IMAGE}
     command: python3 flood.py
@@ -203,6 +213,12 @@ def test_stop_kills_after_the_grace_period(steps: Project, runner: str) -> None:
     assert 2.5 <= elapsed < 15, elapsed
     assert "ignoring SIGTERM" in steps.logs(counter)
     assert [o["name"] for o in doc["outputs"]] == ["partial.txt"]
+
+
+def test_a_shebang_command_runs_under_its_interpreter(steps: Project, runner: str) -> None:
+    counter = launch(steps, runner, "bashism")
+    assert steps.wait(counter, timeout=60)["status"] == "complete", steps.logs(counter)
+    assert steps.logs(counter).strip() == "bash ran it: wibble"
 
 
 def test_a_flood_of_output_is_stored_whole(steps: Project, runner: str) -> None:

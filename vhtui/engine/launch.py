@@ -118,7 +118,6 @@ def launch(
             "stop_condition": step.stop_condition,
             "resources": step.resources.serialize() if step.resources else None,
             "stop_grace": ctx.settings.stop_grace,
-            "project_root": str(project.root),
         }
         execution = execution_rows.create(ctx.db, project_id, {
             "step": step.name, "title": request.title, "runner": runner,
