@@ -64,7 +64,7 @@ class Scenario:
 SCENARIOS = [
     Scenario("executions"),
     Scenario("executions-80x24", size=(80, 24)),
-    Scenario("executions-filtered", lambda p: _keys(p, "slash", *"status:complete")),
+    Scenario("executions-filtered", lambda p: _keys(p, "slash", *"status:complete", "enter")),  # no blinking cursor
     Scenario("projects", lambda p: _keys(p, "P")),
     Scenario("execution-overview", _tab(2, "overview")),
     Scenario("execution-logs", _tab(2, "logs")),
