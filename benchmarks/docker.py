@@ -85,17 +85,21 @@ def main() -> None:
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda f=open(log, "rb"): f.read(1 << 20), b""))
         captured = row["ended_at"] - row["started_at"]
         script = f"import sys; line = 'x' * 99 + '\\n'; [sys.stdout.write(line * 10000) for _ in range({chunks})]"
+        t0 = time.perf_counter()  # docker's own live capture: start the container, follow its log to the end
         cid = subprocess.run(["docker", "run", "-d", "--network", "none", IMAGE, "python3", "-c", script],
                              capture_output=True, text=True, check=True).stdout.strip()
-        subprocess.run(["docker", "wait", cid], capture_output=True, check=True)
+        subprocess.run(["docker", "logs", "-f", cid], stdout=subprocess.DEVNULL, check=True)
+        follow_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         subprocess.run(["docker", "logs", cid], stdout=subprocess.DEVNULL, check=True)
         logs_s = time.perf_counter() - t0
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=True)
-        print(f"log capture: {size_mb:.0f} MB in {captured:.2f} s while running ({size_mb / captured:.0f} MB/s), "
-              f"{lines:,} of {chunks * 10000:,} lines stored; `docker logs` of the same output afterwards: "
-              f"{logs_s:.2f} s ({size_mb / logs_s:.0f} MB/s); ratio {logs_s / captured:.2f}x of its speed")
-
+        print(f"log capture: {size_mb:.0f} MB in {captured:.2f} s from start to end ({size_mb / captured:.0f} MB/s), "
+              f"{lines:,} of {chunks * 10000:,} lines stored")
+        print(f"  docker run -d + docker logs -f of the same output: {follow_s:.2f} s ({size_mb / follow_s:.0f} MB/s); "
+              f"ratio {follow_s / captured:.2f}x of its speed")
+        print(f"  docker logs of the finished container (a file read, no container): {logs_s:.2f} s "
+              f"({size_mb / logs_s:.0f} MB/s); ratio {logs_s / captured:.2f}x")
 
 if __name__ == "__main__":
     main()

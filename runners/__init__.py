@@ -103,7 +103,9 @@ class Runner(Protocol):
         ...
 
     def wait(self, handle: RunHandle, timeout: float | None = None) -> int | None:
-        """Return the exit code, or None if the run is still going after `timeout` seconds."""
+        """Return the exit code, or None if the run is still going after `timeout` seconds.
+        Where the runner knows why the run ended (out of memory, say), it sets
+        `handle.state["end_reason"]`."""
         ...
 
     def stop(self, handle: RunHandle, grace: float = 10.0) -> None:

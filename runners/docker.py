@@ -3,8 +3,10 @@
 Code at /valohai/repository (the working directory), inputs read-only at /valohai/inputs, outputs
 at /valohai/outputs, config at /valohai/config, as Valohai lays them out. The container runs as the
 invoking user, so what it writes to the outputs belongs to that user, not to root. Output is read
-from the engine's multiplexed stream (no TTY, so stdout and stderr stay apart); since that stream is
-known to block after a container ends, a waiter closes it once the container has exited. An init
+from the engine's multiplexed stream (no TTY, so stdout and stderr stay apart): a fresh run through
+a socket attached before the container starts (nothing is missed, and the engine sends large frames
+over a raw socket), a run found again through the logs endpoint from a byte offset. Since such a
+stream is known to block after a container ends, a waiter closes it once the container has exited. An init
 (docker's tini) is PID 1 and hands a stop's SIGTERM to the command's whole process group. Containers
 carry labels naming the process that started them; a runner starting up removes any whose owner
 has died, so a crashed supervisor never leaks one.
@@ -19,7 +21,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,76 +142,47 @@ class DockerRunner:
                 labels={RUN_LABEL: spec.run_id, OWNER_LABEL: owner_label()}, network_mode=self.network,
                 mounts=mounts, detach=True, init=True, **options,
             )
+            attached = self.client.api.attach_socket(container.id, params={"stdout": 1, "stderr": 1, "stream": 1})
             container.start()
         except APIError as exc:
             raise RunnerError(f"cannot start a container of {spec.image}: {exc.explanation or exc}") from None
-        return RunHandle(spec.run_id, self.kind, {"container": container.id, "image": spec.image},
-                         live={"notes": notes})
+        return RunHandle(spec.run_id, self.kind, {"container": container.id, "image": spec.image,
+                                                  "memory_limit_mb": spec.memory_limit_mb},
+                         live={"notes": notes, "attached": attached})
 
     def stream(self, handle: RunHandle, offset: int = 0, tick: float = 0.5) -> Iterator[OutputChunk]:
-        """The container's output from byte `offset` (the engine replays it from the start)."""
-        for note in (handle.live or {}).get("notes", []):
+        """The container's output from byte `offset`: live from the socket attached at start, else
+        replayed by the logs endpoint (which keeps the whole record) and followed from there."""
+        live = handle.live or {}
+        for note in live.get("notes", []):
             yield OutputChunk("stderr", note)
         chunks: queue.Queue[OutputChunk | BaseException | None] = queue.Queue(maxsize=64)
-        api = self.client.api  # the logs endpoint reads the engine's complete record (attach can drop
-        response = api._get(api._url("/containers/{0}/logs", handle.state["container"]),  # the tail)
-                            params={"follow": 1, "stdout": 1, "stderr": 1}, stream=True)
-        api._raise_for_status(response)
-        threading.Thread(target=self._read, args=(response, chunks), name="docker-reader", daemon=True).start()
-        threading.Thread(target=self._close_after_exit, args=(handle, response), name="docker-waiter",
+        attached = live.pop("attached", None)
+        if attached is not None and offset == 0:
+            read, close = attached.read, lambda: _shut(attached)
+        else:
+            if attached is not None:
+                _shut(attached)
+            api = self.client.api
+            response = api._get(api._url("/containers/{0}/logs", handle.state["container"]),
+                                params={"follow": 1, "stdout": 1, "stderr": 1}, stream=True)
+            api._raise_for_status(response)
+            read, close = response.raw.read1, response.close
+        pipe = _FramePipe(read, close, chunks)
+        threading.Thread(target=pipe.read_all, name="docker-reader", daemon=True).start()
+        threading.Thread(target=self._close_after_exit, args=(handle, pipe), name="docker-waiter",
                          daemon=True).start()
         yield from relay(chunks, handle, tick, skip=offset)
 
-    def _read(self, response: Any, chunks: queue.Queue[OutputChunk | BaseException | None]) -> None:
-        """Split the engine's multiplexed stream: an 8-byte header (stream, size) before each frame.
-
-        Bytes are read as they arrive, whatever is there (read1), and cut into frames here: one
-        read per frame costs tens of microseconds, which a flood of short lines cannot afford.
-        """
-        raw = response.raw
-        pending = b""
-        try:
-            while data := raw.read1(1 << 20):
-                response._vhtui_last_frame = time.monotonic()
-                pending = pending + data if pending else data
-                start, size = 0, len(pending)
-                stdout, stderr = [], []
-                while size - start >= 8:
-                    length = struct.unpack_from(">I", pending, start + 4)[0]
-                    if size - start - 8 < length:
-                        break
-                    frame = pending[start + 8:start + 8 + length]
-                    if pending[start] == 2:
-                        if stdout:
-                            chunks.put(OutputChunk("stdout", b"".join(stdout)))
-                            stdout = []
-                        stderr.append(frame)
-                    else:
-                        if stderr:
-                            chunks.put(OutputChunk("stderr", b"".join(stderr)))
-                            stderr = []
-                        stdout.append(frame)
-                    start += 8 + length
-                for stream, frames in (("stdout", stdout), ("stderr", stderr)):
-                    if frames:
-                        chunks.put(OutputChunk(stream, b"".join(frames)))
-                pending = pending[start:]
-        except Exception as exc:  # noqa: BLE001 (closed by the waiter, or lost: the consumer decides)
-            if not getattr(response, "_vhtui_closed", False):
-                chunks.put(exc)
-        finally:
-            chunks.put(None)
-
-    def _close_after_exit(self, handle: RunHandle, response: Any) -> None:
-        """docker's log stream can stay open after the container ends: close it once it is drained."""
+    def _close_after_exit(self, handle: RunHandle, pipe: _FramePipe) -> None:
+        """docker's output stream can stay open after the container ends: close it once it is drained."""
         try:
             self.client.api.wait(handle.state["container"])
         except Exception:  # noqa: BLE001 (the container vanished: close the stream all the same)
             pass
-        while time.monotonic() - getattr(response, "_vhtui_last_frame", 0.0) < DRAIN_S:
+        while not pipe.done and time.monotonic() - pipe.last_frame < DRAIN_S:
             time.sleep(0.2)  # output still arriving: a flood is read after its container ended
-        response._vhtui_closed = True
-        response.close()
+        pipe.close()
 
     def wait(self, handle: RunHandle, timeout: float | None = None) -> int | None:
         from docker.errors import NotFound
@@ -221,6 +194,14 @@ class DockerRunner:
             return None
         except NotFound:
             return None
+        try:
+            state = self.client.api.inspect_container(handle.state["container"])["State"]
+        except Exception:  # noqa: BLE001 (removed meanwhile: the exit code is all there is)
+            state = {}
+        if state.get("OOMKilled"):
+            limit = (handle.state.get("memory_limit_mb") or 0)
+            handle.state["end_reason"] = "killed for running out of memory" + (
+                f" (the step's limit is {limit} MB)" if limit else "")
         self._remove(handle.state["container"])
         return int(result.get("StatusCode", -1))
 
@@ -292,6 +273,69 @@ class DockerRunner:
         except Exception as exc:  # noqa: BLE001 (no registry reachable, DNS, ...)
             raise RunnerError(f"cannot pull image {image}: {str(exc).splitlines()[0][:200]}") from None
         return notes
+
+
+class _FramePipe:
+    """Splits the engine's multiplexed stream into chunks: an 8-byte header (stream, size) before
+    each frame. Bytes are read as they arrive, whatever is there, and cut into frames here: one
+    read per frame costs tens of microseconds, which a flood of short lines cannot afford."""
+
+    def __init__(self, read: Callable[[int], bytes], close: Callable[[], None],
+                 chunks: queue.Queue[OutputChunk | BaseException | None]) -> None:
+        self._read, self._close, self._chunks = read, close, chunks
+        self.last_frame = time.monotonic()
+        self.done = self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        self._close()
+
+    def read_all(self) -> None:
+        chunks = self._chunks
+        pending = b""
+        try:
+            while data := self._read(1 << 20):
+                self.last_frame = time.monotonic()
+                pending = pending + data if pending else data
+                start, size = 0, len(pending)
+                stdout: list[bytes] = []
+                stderr: list[bytes] = []
+                while size - start >= 8:
+                    length = struct.unpack_from(">I", pending, start + 4)[0]
+                    if size - start - 8 < length:
+                        break
+                    frame = pending[start + 8:start + 8 + length]
+                    if pending[start] == 2:
+                        if stdout:
+                            chunks.put(OutputChunk("stdout", b"".join(stdout)))
+                            stdout = []
+                        stderr.append(frame)
+                    else:
+                        if stderr:
+                            chunks.put(OutputChunk("stderr", b"".join(stderr)))
+                            stderr = []
+                        stdout.append(frame)
+                    start += 8 + length
+                for stream, frames in (("stdout", stdout), ("stderr", stderr)):
+                    if frames:
+                        chunks.put(OutputChunk(stream, b"".join(frames)))
+                pending = pending[start:]
+        except Exception as exc:  # noqa: BLE001 (closed by the waiter, or lost: the consumer decides)
+            if not self.closed:
+                chunks.put(exc)
+        finally:
+            self.done = True
+            chunks.put(None)
+
+
+def _shut(attached: Any) -> None:
+    """End a hijacked attach socket, waking a reader blocked on it."""
+    sock = getattr(attached, "_sock", attached)
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    attached.close()
 
 
 register("docker", DockerRunner)

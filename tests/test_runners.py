@@ -350,3 +350,33 @@ def test_assigned_gpus_reach_the_engine_as_a_device_request(docker_steps: Projec
     doc = docker_steps.wait(counter, timeout=60)
     assert doc["status"] == "error"
     assert "gpu" in doc["status_detail"].lower() and "device" in doc["status_detail"].lower()
+
+
+def test_cpu_and_memory_limits_reach_the_container(docker_steps: Project) -> None:
+    """The step's resources become cgroup limits that the command can read from inside, and a
+    command that outgrows its memory ends with a reason that says so."""
+    docker_steps.write("valohai.yaml", STEPS + f"""
+- step:
+    name: limited
+    image: {IMAGE}
+    command:
+      - cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes
+      - cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us
+      - python3 -c "b = bytearray({{parameter-value:grow}} * 1024 * 1024); print('allocated', len(b))"
+    parameters:
+      - name: grow
+        type: integer
+    resources:
+      cpu:
+        max: 0.5
+      memory:
+        max: 64
+""")
+    fits = docker_steps.wait(docker_steps.run("limited", "--runner", "docker", "--grow=8"), timeout=60)
+    assert fits["status"] == "complete", fits
+    memory, cpu = docker_steps.logs(fits["counter"]).splitlines()[:2]
+    assert int(memory) == 64 * 1024 * 1024
+    assert cpu.split()[0] == "50000"  # half of the 100000 µs period (cgroup v2 "50000 100000", v1 "50000")
+    grows = docker_steps.wait(docker_steps.run("limited", "--runner", "docker", "--grow=400"), timeout=60)
+    assert grows["status"] == "error"
+    assert "out of memory" in grows["status_detail"] and "64 MB" in grows["status_detail"], grows

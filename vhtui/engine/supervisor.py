@@ -135,7 +135,7 @@ class Supervisor:
             return 1
         execution_rows.update(self.db, self.id, status="started", started_at=time.time(), runner_state=handle.state)
         exit_code = self._pump(runner, handle)
-        return self._conclude(exit_code)
+        return self._conclude(exit_code, handle.state.get("end_reason"))
 
     def _pump(self, runner: Any, handle: RunHandle) -> int | None:
         """Move output to the log and the store until the run ends; enforce limits meanwhile."""
@@ -186,14 +186,14 @@ class Supervisor:
         threading.Thread(target=runner.stop, args=(handle, grace), daemon=True).start()
         return True
 
-    def _conclude(self, exit_code: int | None) -> int:
+    def _conclude(self, exit_code: int | None, end_reason: str | None = None) -> int:
         self.collector.collect_all()  # whatever the outcome, as Valohai does
         if self.stop_reason:
             status, reason = self.stop_reason
         elif exit_code == 0:
             status, reason = "complete", None
         else:
-            status, reason = "error", f"exit code {exit_code}"
+            status, reason = "error", f"exit code {exit_code}" + (f": {end_reason}" if end_reason else "")
         if self.collector.errors:
             reason = "; ".join(filter(None, [reason, f"some outputs were not stored: {self.collector.errors[0]}"]))
             status = "error" if status == "complete" else status
