@@ -384,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("datum", metavar="DATUM")
     p.set_defaults(func=cmd_data_alias)
+    from vhtui.cli_deploy import add_parser as add_deploy_parser  # its own module: a tree of its own
+    add_deploy_parser(sub)
     return parser
 
 

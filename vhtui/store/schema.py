@@ -124,4 +124,70 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (version_id, datum_id)
     );
     """,
+    # 2: deployments: versions of endpoints, their processes, aliases, request and vh_metadata metrics
+    """
+    CREATE TABLE deployments (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL REFERENCES projects(id),
+        name TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        UNIQUE (project_id, name)
+    );
+    CREATE TABLE deployment_versions (
+        id INTEGER PRIMARY KEY,
+        deployment_id INTEGER NOT NULL REFERENCES deployments(id),
+        name TEXT NOT NULL,
+        code_version TEXT NOT NULL,
+        env_mode TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        enabled INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (deployment_id, name)
+    );
+    CREATE TABLE deployment_endpoints (
+        id INTEGER PRIMARY KEY,
+        version_id INTEGER NOT NULL REFERENCES deployment_versions(id),
+        name TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        files TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'stopped',
+        port INTEGER,
+        pid INTEGER,
+        pid_started REAL,
+        server_pgid INTEGER,
+        started_at REAL,
+        reason TEXT,
+        UNIQUE (version_id, name)
+    );
+    CREATE TABLE deployment_aliases (
+        deployment_id INTEGER NOT NULL REFERENCES deployments(id),
+        name TEXT NOT NULL,
+        version_id INTEGER NOT NULL REFERENCES deployment_versions(id),
+        mirror_to TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (deployment_id, name)
+    );
+    CREATE TABLE deployment_requests (
+        endpoint_id INTEGER NOT NULL,
+        second INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        latencies BLOB NOT NULL,
+        PRIMARY KEY (endpoint_id, second)
+    ) WITHOUT ROWID;
+    CREATE TABLE deployment_metadata (
+        endpoint_id INTEGER NOT NULL,
+        time REAL NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX deployment_metadata_endpoint ON deployment_metadata (endpoint_id, time);
+    CREATE TABLE deployment_mirror (
+        deployment_id INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        target TEXT NOT NULL,
+        second INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        agreed INTEGER NOT NULL,
+        PRIMARY KEY (deployment_id, source, target, second)
+    ) WITHOUT ROWID;
+    """,
 ]

@@ -1,0 +1,1 @@
+"""Deployments: endpoints of valohai.yaml served as versions, routed by alias, compared side by side."""
