@@ -154,13 +154,15 @@ def all_aliases(db: Database) -> list[sqlite3.Row]:
 # -- metrics ---------------------------------------------------------------------------------------
 def add_request_stats(db: Database, buckets: dict[tuple[int, int], tuple[int, int, array[float]]]) -> None:
     """Merge per-second buckets ((endpoint, second) -> count, errors, latencies in ms)."""
-    with db.write() as conn:
+    with db.write() as conn:  # merged in Python: SQLite's || would turn the bytes into text
         for (endpoint_id, second), (count, errors, latencies) in buckets.items():
-            conn.execute(
-                "INSERT INTO deployment_requests (endpoint_id, second, count, errors, latencies) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (endpoint_id, second) DO UPDATE SET count = count + excluded.count,"
-                " errors = errors + excluded.errors, latencies = latencies || excluded.latencies",
-                (endpoint_id, second, count, errors, latencies.tobytes()))
+            old = conn.execute("SELECT count, errors, latencies FROM deployment_requests"
+                               " WHERE endpoint_id = ? AND second = ?", (endpoint_id, second)).fetchone()
+            data = latencies.tobytes()
+            if old:
+                count, errors, data = count + old[0], errors + old[1], bytes(old[2]) + data
+            conn.execute("INSERT OR REPLACE INTO deployment_requests (endpoint_id, second, count, errors, latencies)"
+                         " VALUES (?, ?, ?, ?, ?)", (endpoint_id, second, count, errors, data))
 
 
 def request_stats(db: Database, endpoint_id: int, since: int) -> list[tuple[int, int, int, array[float]]]:
