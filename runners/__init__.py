@@ -120,7 +120,7 @@ class Runner(Protocol):
         """Its owner died and will not come back: end the run and clean up what it left."""
         ...
 
-    def visible_paths(self, spec_dirs: dict[str, Path]) -> dict[str, str]:
+    def visible_paths(self, spec_dirs: dict[str, Path], run_id: str = "") -> dict[str, str]:
         """Where the command sees the repository, inputs, outputs and config directories."""
         ...
 
@@ -134,10 +134,10 @@ def register(kind: str, factory: Callable[..., Runner]) -> None:
 
 def get_runner(kind: str, **options: Any) -> Runner:
     """Build a runner of `kind`; the built-in kinds register themselves on first use."""
-    if kind not in _registry and kind in ("local", "docker"):
+    if kind not in _registry and kind in ("local", "docker", "remote"):
         import importlib
 
         importlib.import_module(f"runners.{kind}")  # registers itself
     if kind not in _registry:
-        raise RunnerError(f"unknown runner kind {kind!r} (known: local, docker)")
+        raise RunnerError(f"unknown runner kind {kind!r} (known: local, docker, remote)")
     return _registry[kind](**options)

@@ -228,7 +228,7 @@ class DockerRunner:
         if state.get("container"):
             self._remove(state["container"])
 
-    def visible_paths(self, spec_dirs: dict[str, Path]) -> dict[str, str]:
+    def visible_paths(self, spec_dirs: dict[str, Path], run_id: str = "") -> dict[str, str]:
         return {name: CONTAINER_DIRS[name] for name in spec_dirs}
 
     # -- housekeeping -------------------------------------------------------------------------

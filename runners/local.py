@@ -136,7 +136,7 @@ class LocalRunner:
         if state.get("pgid"):
             kill_group(int(state["pgid"]))
 
-    def visible_paths(self, spec_dirs: dict[str, Path]) -> dict[str, str]:
+    def visible_paths(self, spec_dirs: dict[str, Path], run_id: str = "") -> dict[str, str]:
         return {name: str(path) for name, path in spec_dirs.items()}
 
 

@@ -1,4 +1,5 @@
-"""One contract, every runner: the same steps must behave the same on the local and Docker runners.
+"""One contract, every runner: the same steps must behave the same on the local, Docker and remote
+(a runner agent on loopback) runners.
 
 Docker runs for real: scripts/test.sh starts dockerd and builds the test image. Outside CI a
 machine without Docker skips the Docker cases; in CI (CI set) they fail instead.
@@ -13,8 +14,12 @@ import sqlite3
 import subprocess
 import time
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
+from tests.agent_helper import Agent
 from tests.conftest import Project
 
 IMAGE = "vhtui-test/python:3.11"
@@ -147,13 +152,23 @@ def docker_ready() -> bool:
         return False
 
 
-@pytest.fixture(params=["local", "docker"])
-def runner(request: pytest.FixtureRequest) -> str:
+@pytest.fixture(params=["local", "docker", "remote"])
+def runner(request: pytest.FixtureRequest, tmp_path: Path, project: Project) -> Iterator[str]:
+    """A runner name to launch with. "remote" is a real agent (`vhtui runner serve`, local backend)
+    on a loopback port, registered in the project's home as the runner `box`."""
     if request.param == "docker" and not docker_ready():
         if os.environ.get("CI"):
             pytest.fail(f"Docker or the {IMAGE} image is missing in CI: scripts/docker-setup.sh must provide them")
         pytest.skip("no Docker engine here (scripts/docker-setup.sh sets one up)")
-    return request.param
+    if request.param != "remote":
+        yield request.param
+        return
+    agent = Agent(tmp_path / "agent").start()
+    try:
+        project.vhtui("runner", "add", "box", agent.url, "--token-file", str(agent.token_file))
+        yield "box"
+    finally:
+        agent.stop_all()
 
 
 @pytest.fixture
@@ -169,7 +184,7 @@ def steps(project: Project) -> Project:
 
 
 def launch(project: Project, runner: str, step: str, *args: str) -> int:
-    extra = ["--env", "current"] if runner == "local" else []
+    extra = ["--env", "current"] if runner in ("local", "box") else []
     return project.run(step, "--runner", runner, *extra, *args, VHTUI_STOP_GRACE="3")
 
 

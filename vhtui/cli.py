@@ -386,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_alias)
     from vhtui.cli_deploy import add_parser as add_deploy_parser  # its own module: a tree of its own
     add_deploy_parser(sub)
+    __import__("vhtui.cli_runner").cli_runner.add_parser(sub)
     return parser
 
 

@@ -53,6 +53,29 @@ async def _keys(pilot: Pilot[Any], *keys: str) -> None:
     await pilot.pause(0.5)
 
 
+async def _deployments(pilot: Pilot[Any]) -> None:
+    from vhtui.tui.screens.deployments import DeploymentsScreen
+
+    pilot.app.push_screen(DeploymentsScreen(pilot.app.project_id, now=seed.T0 + 600))  # type: ignore[attr-defined]
+    await pilot.pause(0.5)
+
+
+async def _alias_compare(pilot: Pilot[Any]) -> None:
+    """The seeded deployment's aliases; the answers pane is filled as a request to both would
+    (no endpoint runs in a snapshot: tests/test_deploy.py sends real requests)."""
+    from vhtui.tui.screens.alias_compare import AliasCompareScreen
+
+    screen = AliasCompareScreen(pilot.app.project_id, "predict-api", "production", "staging",  # type: ignore[attr-defined]
+                                now=seed.T0 + 600)
+    pilot.app.push_screen(screen)
+    await pilot.pause(1.0)
+    screen.show_answers([
+        {"alias": "production", "status": 200, "body": '{"y": 3.48, "model": "w=2.98"}', "latency_ms": 3.4},
+        {"alias": "staging", "status": 200, "body": '{"y": 3.495, "model": "w=3.01"}', "latency_ms": 4.9},
+    ])
+    await pilot.pause(0.5)
+
+
 @dataclass
 class Scenario:
     name: str
@@ -75,6 +98,8 @@ SCENARIOS = [
     Scenario("compare", _compare, size=(140, 40)),
     Scenario("data", lambda p: _keys(p, "D")),
     Scenario("help", lambda p: _keys(p, "question_mark"), size=(120, 40)),
+    Scenario("deployments", _deployments),
+    Scenario("alias-compare", _alias_compare, size=(140, 44)),
 ]
 
 

@@ -125,7 +125,8 @@ def build(root: Path = SEED_ROOT) -> tuple[Context, Path]:
     _output(db, blobs, scratch, good, "metrics.json", b'{"loss": 0.04}', "a11ce000-0000-4000-8000-000000000003")
     train("error", T0 + 120, 3.2, 0.9, 3, exit_code=1, reason="exit code 1")
     better = train("complete", T0 + 180, 20.1, 0.15, 20, title="slower learning rate")
-    _output(db, blobs, scratch, better, "model.json", b'{"w": 3.01, "b": 1.99}', "a11ce000-0000-4000-8000-000000000004")
+    better_model = _output(db, blobs, scratch, better, "model.json", b'{"w": 3.01, "b": 1.99}',
+                           "a11ce000-0000-4000-8000-000000000004")
     train("stopped", T0 + 240, 4.0, 0.05, 5, reason="stopped by request", exit_code=-15)
     evaluate = _execution(db, project_id, "evaluate", "complete", T0 + 300, 0.8, {}, [
         {"name": "model", "position": 0, "uri": f"datum://{model['id']}", "datum_id": model["id"],
@@ -143,5 +144,47 @@ def build(root: Path = SEED_ROOT) -> tuple[Context, Path]:
         conn.execute("UPDATE projects SET uid = 'p-1' WHERE id = ?", (project_id,))
         conn.execute("UPDATE projects SET uid = 'p-2' WHERE id = ?", (other,))
     shutil.rmtree(scratch)
+    _deployments(db, project_id, [model, better_model])
     settings = Settings(max_parallel=4, gpus="none")
     return Context(home=home, db=db, settings=settings), project_root
+
+
+def _deployments(db: Any, project_id: int, models: list[dict[str, Any]]) -> None:
+    """Deployment `predict-api`: v1 serves #2's model (production), v2 serves #4's (staging), with a
+    minute of traffic, vh_metadata and mirroring, ending at T0 + 600 (the screens' fixed clock)."""
+    from array import array
+
+    from vhtui.store import deployments as deployment_rows
+
+    spec = {"image": "python:3.11", "description": "linear model behind HTTP", "wsgi": None,
+            "server_command": ["python serve.py"], "port": 8000, "resources": None,
+            "files": [{"name": "model", "path": "model.json"}]}
+    deployment = deployment_rows.ensure_deployment(db, project_id, "predict-api")
+    versions = []
+    for index, model in enumerate(models):
+        code = {"type": "git", "commit": ["4f2c9e1a7b3d5f60c1e2", "9b1e77c0d2a4e6f80a13"][index], "branch": "main",
+                "dirty": False}
+        version = deployment_rows.create_version(db, deployment["id"], f"v{index + 1}", code, "venv", [
+            {"name": "predict", "spec": spec, "files": [{"name": "model", "path": "model.json", "datum_id": model["id"],
+                                                         "uri": f"datum://{model['id']}"}]}])
+        endpoint = deployment_rows.endpoints_of(db, version["id"])[0]
+        deployment_rows.update_endpoint(db, endpoint["id"], status="running", port=41001 + index, started_at=T0 + 500)
+        versions.append((version, endpoint))
+        buckets = {}
+        for second in range(60):
+            count = 20 + (second * 7 + index * 3) % 9
+            base = 3.0 + index * 1.5 + (second % 10) * 0.2
+            latencies = array("f", [base + (k % 5) * 0.4 for k in range(count)])
+            buckets[(endpoint["id"], int(T0) + 541 + second)] = (count, int(index == 1 and second % 20 == 0), latencies)
+        deployment_rows.add_request_stats(db, buckets)
+        deployment_rows.add_metadata(db, endpoint["id"], [
+            (T0 + 541 + k, {"prediction": round((2.98 + index * 0.03) * (k % 12) / 10 + 2.0, 4),
+                            "confidence": round(0.9 - index * 0.05 + (k % 7) * 0.01, 3)}) for k in range(60)])
+    deployment_rows.set_alias(db, deployment["id"], "production", versions[0][0]["id"])
+    deployment_rows.set_alias(db, deployment["id"], "staging", versions[1][0]["id"])
+    deployment_rows.set_mirror(db, deployment["id"], "production", "staging")
+    deployment_rows.add_mirror_stats(db, {(deployment["id"], "production", "staging", int(T0) + 599): (1240, 1178)})
+    with db.write() as conn:  # fixed times, so the pictures never change
+        conn.execute("UPDATE deployments SET created_at = ?", (T0 + 400,))
+        conn.execute("UPDATE deployment_versions SET created_at = ?", (T0 + 400,))
+        conn.execute("UPDATE deployment_aliases SET updated_at = ?", (T0 + 500,))

@@ -35,24 +35,26 @@ def file_view(ctx: Context, file: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def version_view(ctx: Context, version: dict[str, Any], window_s: int = 60) -> dict[str, Any]:
+def version_view(ctx: Context, version: dict[str, Any], window_s: int = 60, now: float | None = None) -> dict[str, Any]:
     endpoints = []
     for endpoint in deployment_rows.endpoints_of(ctx.db, version["id"]):
         endpoints.append({
             "name": endpoint["name"], "status": endpoint["status"], "port": endpoint["port"],
             "reason": endpoint["reason"], "files": [file_view(ctx, f) for f in endpoint["files"]],
-            "requests": endpoint_summary(ctx.db, endpoint["id"], window_s),
+            "requests": endpoint_summary(ctx.db, endpoint["id"], window_s, now),
             "metadata": latest_metadata(ctx.db, endpoint["id"]), "endpoint_id": endpoint["id"],
         })
     return {"version": version["name"], "version_id": version["id"], "code_version": version["code_version"],
             "created_at": version["created_at"], "endpoints": endpoints}
 
 
-def compare_aliases(ctx: Context, project_id: int, deployment_name: str, left: str, right: str) -> dict[str, Any]:
+def compare_aliases(ctx: Context, project_id: int, deployment_name: str, left: str, right: str,
+                    now: float | None = None) -> dict[str, Any]:
+    """`now` fixes the end of the live window (tests and screenshots); by default, the present."""
     deployment = find_deployment(ctx, project_id, deployment_name)
     sides = []
     for alias in (left, right):
-        sides.append({"alias": alias, **version_view(ctx, find_version(ctx, deployment, alias))})
+        sides.append({"alias": alias, **version_view(ctx, find_version(ctx, deployment, alias), now=now)})
     mirrors = {a["name"]: a["mirror_to"] for a in deployment_rows.aliases_of_deployment(ctx.db, deployment["id"])}
     mirror = None
     for source, target in ((left, right), (right, left)):

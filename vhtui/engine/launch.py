@@ -19,7 +19,8 @@ from typing import Any
 from vhtui.context import Context
 from vhtui.data.datums import DatumStore
 from vhtui.data.inputs import InputFetcher
-from vhtui.engine import code
+from runners import RunnerError
+from vhtui.engine import code, remotes
 from vhtui.engine.params import build_command, resolve_parameters
 from vhtui.engine.runtime import render_script
 from vhtui.engine.slots import gpus_requested, visible_gpus
@@ -29,7 +30,6 @@ from vhtui.project import Project, load_project
 from vhtui.store import executions as execution_rows
 from vhtui.store import projects as project_rows
 
-KNOWN_RUNNERS = ("local", "docker")
 ENV_MODES = ("venv", "current")
 
 
@@ -51,18 +51,27 @@ class LaunchRequest:
 def choose_runner(ctx: Context, requested: str | None, environment: str | None) -> str:
     runner = requested or (ctx.settings.environments.get(environment) if environment else None) \
         or ctx.settings.default_runner
-    if runner not in KNOWN_RUNNERS:
-        raise VhtuiError(f"unknown runner {runner!r} (available: {', '.join(KNOWN_RUNNERS)})")
+    if runner not in remotes.names(ctx):
+        raise VhtuiError(f"unknown runner {runner!r} (available: {', '.join(remotes.names(ctx))})")
     return runner
 
 
-def check_runner(runner: str, image: str | None, step_name: str) -> None:
-    """Refuse now what the runner would refuse later: no image, no Docker engine."""
+def check_runner(ctx: Context, runner: str, image: str | None, step_name: str, gpus: int = 0) -> None:
+    """Refuse now what the runner would refuse later: no image, no Docker engine, an agent that is
+    unreachable, refuses our token or has too few GPUs."""
+    if runner not in remotes.BUILT_IN:
+        agent = remotes.open_runner(ctx, runner)
+        try:
+            host = agent.call("GET", "/v1/host").json()  # type: ignore[attr-defined]
+        except RunnerError as exc:
+            raise VhtuiError(str(exc)) from None
+        if gpus > len(host["gpus"]):
+            raise VhtuiError(f"step {step_name!r} asks for {gpus} GPU(s); runner {runner} has {len(host['gpus'])}")
+        return
     if runner != "docker":
         return
     if not image:
         raise VhtuiError(f"step {step_name!r} names no image, which the docker runner needs (or use --image)")
-    from runners import RunnerError
     from runners.docker import ping_engine
 
     try:
@@ -81,11 +90,11 @@ def launch(
     parameters = resolve_parameters(step, request.parameters)
     script = render_script(build_command(step, parameters))
     runner = choose_runner(ctx, request.runner, step.environment)
-    check_runner(runner, request.image or step.image, step.name)
+    gpus = gpus_requested(step.resources)
+    check_runner(ctx, runner, request.image or step.image, step.name, gpus)
     if request.env_mode not in ENV_MODES:
         raise VhtuiError(f"unknown environment mode {request.env_mode!r} (use {' or '.join(ENV_MODES)})")
-    gpus = gpus_requested(step.resources)
-    if gpus and gpus > len(available := visible_gpus(ctx.settings.gpus)):
+    if gpus and runner in remotes.BUILT_IN and gpus > len(available := visible_gpus(ctx.settings.gpus)):
         raise VhtuiError(f"step {step.name!r} asks for {gpus} GPU(s); this machine has {len(available)}")
     python = shutil.which("python3") or sys.executable
 
@@ -148,7 +157,7 @@ def _store_code(datums: DatumStore, snapshot: code.CodeSnapshot, project_id: int
     return None
 
 
-def start_supervisor(ctx: Context, execution_id: int) -> None:
+def start_supervisor(ctx: Context, execution_id: int, resume: bool = False) -> None:
     """A detached supervisor: its own session, so it outlives the shell or TUI that asked.
 
     A single-threaded caller (the CLI) forks it, which skips a second interpreter start and its
@@ -157,17 +166,17 @@ def start_supervisor(ctx: Context, execution_id: int) -> None:
     log_path = ctx.home.execution_dir(execution_id) / "supervisor.log"
     if hasattr(os, "fork") and threading.active_count() == 1:
         with ctx.db.closed_for_fork():
-            _fork_supervisor(execution_id, log_path)
+            _fork_supervisor(execution_id, log_path, resume)
         return
     with open(log_path, "ab") as log:
         subprocess.Popen(
-            [sys.executable, "-m", "vhtui.engine.supervisor", str(execution_id)],
+            [sys.executable, "-m", "vhtui.engine.supervisor", str(execution_id), *(["--resume"] if resume else [])],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
             env=dict(os.environ, VHTUI_HOME=str(ctx.home.root)),
         )
 
 
-def _fork_supervisor(execution_id: int, log_path: Path) -> None:
+def _fork_supervisor(execution_id: int, log_path: Path, resume: bool = False) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -186,7 +195,7 @@ def _fork_supervisor(execution_id: int, log_path: Path) -> None:
         os.dup2(log_fd, 2)
         from vhtui.engine import supervisor
 
-        code = supervisor.main([str(execution_id)])  # opens its own store connection
+        code = supervisor.main([str(execution_id), *(["--resume"] if resume else [])])  # its own connection
     except BaseException:  # noqa: BLE001 (nothing may escape a forked child)
         import traceback
 

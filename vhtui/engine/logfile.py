@@ -88,6 +88,19 @@ class LogWriter:
         return tail
 
 
+def truncate_log(path: Path, size: int) -> None:
+    """Cut the log back to its first `size` bytes, and its stream records with it (a resumed run
+    receives the rest again)."""
+    with open(path, "r+b") if path.exists() else open(path, "w+b") as f:
+        f.truncate(min(size, os.fstat(f.fileno()).st_size))
+    streams = streams_path(path)
+    if streams.exists():
+        data = streams.read_bytes()
+        kept = [record for record in _RECORD.iter_unpack(data[:len(data) - len(data) % _RECORD.size])
+                if record[0] < size]
+        streams.write_bytes(b"".join(_RECORD.pack(*record) for record in kept))
+
+
 class LogReader:
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -38,11 +38,11 @@ def parse_json_object(text: bytes) -> dict[str, Any] | None:
 
 
 class MetadataSink:
-    def __init__(self, database: Path, execution_id: int) -> None:
+    def __init__(self, database: Path, execution_id: int, summary: dict[str, Any] | None = None) -> None:
         self.execution_id = execution_id
         self.db = open_database(database)  # used by the writer thread only
-        self.seq = metadata_rows.next_seq(self.db, execution_id)
-        self.summary: dict[str, Any] = {}
+        self.seq = self.committed_seq = metadata_rows.next_seq(self.db, execution_id)
+        self.summary: dict[str, Any] = dict(summary or {})  # a resumed run goes on from what is stored
         self.pending: list[Block] = []
         self.batches: queue.Queue[tuple[list[Block], dict[str, Any], int] | None] = queue.Queue(maxsize=4)
         self.error: BaseException | None = None
@@ -94,5 +94,6 @@ class MetadataSink:
             if self.error is None:
                 try:
                     metadata_rows.append_blocks(self.db, self.execution_id, *batch)
+                    self.committed_seq = batch[2]
                 except BaseException as exc:  # noqa: BLE001 (reported by close())
                     self.error = exc

@@ -1,43 +1,27 @@
-"""Runner slots on this machine: at most N executions at once, and GPUs handed out disjointly.
+"""What an execution asks of the machine's slots: how many GPUs, and which GPUs exist here.
 
-A slot is an exclusive `flock` on a file under `$VHTUI_HOME/slots`, held by the supervisor for
-the life of its run. The kernel drops the lock when the process dies, however it dies, so a crash
-can never leak a slot or a GPU.
+The slots themselves (flock-based, so a crash never leaks one) live in `runners.slots`, shared
+with the runner agent.
 """
 
 from __future__ import annotations
 
-import fcntl
-from pathlib import Path
 from typing import Any
 
+from runners import slots
+from runners.slots import SlotLease, try_acquire
 from vhtui.errors import VhtuiError
 
 GPU_RESOURCE = "nvidia.com/gpu"
+__all__ = ["GPU_RESOURCE", "SlotLease", "gpus_requested", "try_acquire", "visible_gpus"]
 
 
 def visible_gpus(setting: Any = "auto") -> list[int]:
     """GPU indices this machine offers: the setting (a count or list; tests use it), else NVML."""
-    if isinstance(setting, list):
-        return [int(i) for i in setting]
-    text = str(setting).strip().lower()
-    if text in ("none", "0", ""):
-        return []
-    if text != "auto":
-        try:
-            return [int(i) for i in text.split(",")] if "," in text else list(range(int(text)))
-        except ValueError:
-            raise VhtuiError(f"bad GPU setting {setting!r}: use 'auto', a count or a list like 0,1") from None
     try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            return list(range(pynvml.nvmlDeviceGetCount()))
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 (no driver, no library, no GPU: all mean none)
-        return []
+        return slots.visible_gpus(setting)
+    except ValueError as exc:
+        raise VhtuiError(str(exc)) from None
 
 
 def gpus_requested(resources: Any) -> int:
@@ -46,51 +30,3 @@ def gpus_requested(resources: Any) -> int:
         return int(devices.get(GPU_RESOURCE, 0) or 0)
     except (TypeError, ValueError):
         raise VhtuiError(f"resources.devices.{GPU_RESOURCE} must be a whole number") from None
-
-
-class SlotLease:
-    def __init__(self, files: list[Any], gpu_ids: list[int]) -> None:
-        self.files = files
-        self.gpu_ids = gpu_ids
-
-    def release(self) -> None:
-        for f in self.files:
-            f.close()
-        self.files = []
-
-
-def _try_lock(path: Path) -> Any | None:
-    f = open(path, "a")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        return None
-    return f
-
-
-def try_acquire(slots_dir: Path, max_parallel: int, gpu_ids: list[int], gpus_needed: int) -> SlotLease | None:
-    """One run slot and `gpus_needed` free GPUs, all or nothing; None when not available now."""
-    slots_dir.mkdir(parents=True, exist_ok=True)
-    held: list[Any] = []
-    for index in range(max_parallel):
-        lock = _try_lock(slots_dir / f"run-{index}.lock")
-        if lock:
-            held.append(lock)
-            break
-    if not held:
-        return None
-    assigned: list[int] = []
-    for gpu in gpu_ids:
-        if len(assigned) == gpus_needed:
-            break
-        lock = _try_lock(slots_dir / f"gpu-{gpu}.lock")
-        if lock:
-            held.append(lock)
-            assigned.append(gpu)
-    if len(assigned) < gpus_needed:
-        SlotLease(held, []).release()
-        return None
-    return SlotLease(held, assigned)
-
-

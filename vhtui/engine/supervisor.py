@@ -19,18 +19,20 @@ import time
 import traceback
 from typing import Any
 
-from runners import RunHandle, RunnerError, RunSpec, get_runner
+from runners import RunHandle, RunnerError, RunSpec
 from vhtui.context import Context
 from vhtui.data.datums import DatumStore
 from vhtui.data.inputs import InputFile, materialize
 from vhtui.data.outputs import OutputCollector
-from vhtui.engine import conditions
-from vhtui.engine.logfile import LogWriter
+from vhtui.engine import conditions, remotes
+from vhtui.engine.logfile import LogWriter, truncate_log
 from vhtui.engine.metadata import MetadataSink
 from runners.processes import start_time
 from vhtui.engine.runtime import ExecutionDirs, vh_environment, write_config
-from vhtui.engine.slots import try_acquire, visible_gpus
+from vhtui.engine.slots import SlotLease, try_acquire, visible_gpus
+from vhtui.errors import VhtuiError
 from vhtui.store import executions as execution_rows
+from vhtui.store import metadata as metadata_rows
 from vhtui.store import projects as project_rows
 
 HEARTBEAT_S = 2.0
@@ -54,14 +56,19 @@ class Supervisor:
         self.stop_reason: tuple[str, str] | None = None  # (final status, reason)
         self.signalled = False
         self.last_heartbeat = 0.0
+        self.saved_checkpoint: dict[str, int] | None = None
 
     # -- control ---------------------------------------------------------------------------
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         self.signalled = True
 
-    def _heartbeat(self, now: float) -> None:
+    def _heartbeat(self, now: float, handle: RunHandle | None = None) -> None:
         if now - self.last_heartbeat >= HEARTBEAT_S:
-            execution_rows.update(self.db, self.id, heartbeat_at=time.time())
+            fields: dict[str, Any] = {"heartbeat_at": time.time()}
+            if handle is not None and handle.state.get("checkpoint") != self.saved_checkpoint:
+                fields["runner_state"] = handle.state  # where a resumed supervisor would go on from
+                self.saved_checkpoint = handle.state.get("checkpoint")
+            execution_rows.update(self.db, self.id, **fields)
             self.last_heartbeat = now
 
     def _stop_requested(self) -> bool:
@@ -71,15 +78,19 @@ class Supervisor:
         return bool(row and row["stop_requested_at"])
 
     # -- lifecycle -------------------------------------------------------------------------
-    def run(self) -> int:
+    def _claim(self, **fields: Any) -> bool:
+        """Become the execution's owner: signals handled, pid and heartbeat recorded."""
         signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.signal(signal.SIGINT, self._on_sigterm)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         pid = os.getpid()
-        if not execution_rows.update(self.db, self.id, supervisor_pid=pid, supervisor_started=start_time(pid),
-                                     heartbeat_at=time.time(), status="queued", queued_at=time.time()):
+        return execution_rows.update(self.db, self.id, supervisor_pid=pid, supervisor_started=start_time(pid),
+                                     heartbeat_at=time.time(), **fields)
+
+    def run(self) -> int:
+        if not self._claim(status="queued", queued_at=time.time()):
             return 0  # already final (stopped before it was ever queued)
-        lease = self._wait_for_slot()
+        lease = self._wait_for_slot() if self.execution["runner"] in remotes.BUILT_IN else SlotLease([], [])
         if lease is None:
             self._finish("stopped", None, "stopped while queued")
             return 0
@@ -110,9 +121,14 @@ class Supervisor:
         except Exception as exc:  # noqa: BLE001 (a full disk, a vanished cache file)
             self._finish("error", None, f"cannot lay out inputs: {exc}")
             return 1
-        runner = get_runner(self.execution["runner"], envs_dir=self.ctx.home.envs)
-        seen = runner.visible_paths({"repository": self.dirs.repository, "inputs": self.dirs.inputs,
-                                     "outputs": self.dirs.outputs, "config": self.dirs.config})
+        try:
+            runner = remotes.open_runner(self.ctx, self.execution["runner"])
+            seen = runner.visible_paths({"repository": self.dirs.repository, "inputs": self.dirs.inputs,
+                                         "outputs": self.dirs.outputs, "config": self.dirs.config},
+                                        self.execution["uid"])
+        except (VhtuiError, RunnerError) as exc:
+            self._finish("error", None, str(exc))
+            return 1
         write_config(self.dirs, self.execution, self.project, inputs, seen["inputs"])
         env = vh_environment(self.execution, self.project, seen)
         env.update(self.execution["environment"])
@@ -123,7 +139,8 @@ class Supervisor:
             image=self.execution.get("image"), gpu_ids=gpu_ids,
             cpu_limit=(resources.get("cpu") or {}).get("max"),
             memory_limit_mb=(resources.get("memory") or {}).get("max"),
-            options={"env_mode": self.spec.get("env_mode", "venv"), "python": self.spec.get("python")},
+            options={"env_mode": self.spec.get("env_mode", "venv"), "python": self.spec.get("python"),
+                     "gpus": int(self.spec.get("gpus", 0))},
         )
         if self._stop_requested():
             self._finish("stopped", None, "stopped before it started")
@@ -137,17 +154,40 @@ class Supervisor:
         exit_code = self._pump(runner, handle)
         return self._conclude(exit_code, handle.state.get("end_reason"))
 
-    def _pump(self, runner: Any, handle: RunHandle) -> int | None:
+    def resume(self) -> int:
+        """Take over a remote run whose supervisor died: go on from the last checkpoint, where the
+        log, the metadata and the runner's output offset last agreed."""
+        self._claim()
+        state = self.execution.get("runner_state") or {}
+        try:
+            runner = remotes.open_runner(self.ctx, self.execution["runner"])
+        except VhtuiError as exc:
+            self._finish("crashed", None, f"its supervisor died and the runner is gone: {exc}")
+            return 1
+        handle = runner.reattach(state)
+        if handle is None:
+            self._finish("crashed", None, f"its supervisor died and runner {self.execution['runner']} "
+                                          "no longer has the run")
+            return 1
+        checkpoint = state.get("checkpoint") or {"offset": 0, "log_size": 0, "seq": 0}
+        truncate_log(self.ctx.home.log_path(self.id), checkpoint["log_size"])
+        metadata_rows.truncate(self.db, self.id, checkpoint["seq"])
+        exit_code = self._pump(runner, handle, checkpoint["offset"], self.execution.get("metadata_summary"))
+        return self._conclude(exit_code, handle.state.get("end_reason"))
+
+    def _pump(self, runner: Any, handle: RunHandle, offset: int = 0,
+              summary: dict[str, Any] | None = None) -> int | None:
         """Move output to the log and the store until the run ends; enforce limits meanwhile."""
         log = LogWriter(self.ctx.home.log_path(self.id))
-        sink = MetadataSink(self.ctx.home.database, self.id)
+        sink = MetadataSink(self.ctx.home.database, self.id, summary)
+        resumable = self.execution["runner"] not in remotes.BUILT_IN
         time_limit = self.spec.get("time_limit")
         no_output = self.spec.get("no_output_timeout")
         stop_condition = self.spec.get("stop_condition")
         started = last_output = last_flush = last_control = last_live = time.monotonic()
         stopping = False
         try:
-            for chunk in runner.stream(handle):
+            for chunk in runner.stream(handle, offset):
                 now = time.monotonic()
                 if chunk.data:
                     last_output = now
@@ -162,7 +202,10 @@ class Supervisor:
                 if now - last_control < CONTROL_S:
                     continue
                 last_control = now
-                self._heartbeat(now)
+                if resumable and not any(log.pending.values()) and sink.committed_seq == sink.seq:
+                    handle.state["checkpoint"] = {"offset": handle.state.get("consumed", 0),
+                                                  "log_size": log.offset, "seq": sink.seq}
+                self._heartbeat(now, handle if resumable else None)
                 if not stopping:
                     if self._stop_requested():
                         stopping = self._begin_stop(runner, handle, "stopped", "stopped by request")
@@ -210,7 +253,7 @@ def main(argv: list[str]) -> int:
     ctx = Context.open()
     supervisor = Supervisor(ctx, execution_id)
     try:
-        return supervisor.run()
+        return supervisor.resume() if "--resume" in argv else supervisor.run()
     except BaseException as exc:  # record why, then let the traceback reach supervisor.log
         execution_rows.update(ctx.db, execution_id, status="crashed", ended_at=time.time(),
                               reason=f"supervisor failed: {type(exc).__name__}: {exc}")

@@ -73,3 +73,9 @@ def next_seq(db: Database, execution_id: int) -> int:
         "SELECT COALESCE(MAX(first_seq + count), 0) AS n FROM metadata WHERE execution_id = ?", (execution_id,)
     )
     return int(row["n"]) if row else 0
+
+
+def truncate(db: Database, execution_id: int, seq: int) -> None:
+    """Forget events from `seq` on (a resumed run receives them again)."""
+    with db.write() as conn:
+        conn.execute("DELETE FROM metadata WHERE execution_id = ? AND first_seq >= ?", (execution_id, seq))

@@ -48,6 +48,7 @@ class VhtuiApp(App[None]):
         Binding("P", "projects", "Projects", show=False, id="app.projects"),
         Binding("D", "data", "Data", id="app.data"),
         Binding("L", "launch", "Launch", show=False, id="app.launch"),
+        Binding("E", "deployments", "Deployments", show=False, id="app.deployments"),
     ]
 
     def __init__(
@@ -148,6 +149,12 @@ class VhtuiApp(App[None]):
     def action_launch(self) -> None:
         self.open_launch()
 
+    def action_deployments(self) -> None:
+        from vhtui.tui.screens.deployments import DeploymentsScreen
+
+        if self.project_id is not None:
+            self.push_screen(DeploymentsScreen(self.project_id))
+
     # -- command palette ------------------------------------------------------------------
     def palette_entries(self, query: str) -> list[tuple[str, str, Any]]:
         from vhtui.project import load_config
@@ -172,6 +179,7 @@ class VhtuiApp(App[None]):
         entries += [("screen: projects", "all projects", self.action_projects),
                     ("screen: data", "every datum of this project", self.action_data),
                     ("screen: launch", "launch an execution", self.action_launch),
+                    ("screen: deployments", "versions, aliases; compare two aliases", self.action_deployments),
                     ("screen: help", "keys of the current screen", self.action_help)]
         return entries
 

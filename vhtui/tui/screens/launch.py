@@ -18,7 +18,8 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Header, Input, Label, OptionList, Select, Static, Switch
 from textual.widgets.option_list import Option
 
-from vhtui.engine.launch import ENV_MODES, KNOWN_RUNNERS, LaunchRequest
+from vhtui.engine import remotes
+from vhtui.engine.launch import ENV_MODES, LaunchRequest
 from vhtui.engine.params import resolve_parameters
 from vhtui.errors import VhtuiError
 from vhtui.project import load_project
@@ -121,8 +122,9 @@ class LaunchScreen(Screen[None]):
             label = f"input {name}{'' if spec.optional else ' (required)'}: path, URL, datum:// (ctrl+d picks)"
             fields.append(self._field(label, Input(_text(default), id=f"input-{name}"), f"error-input-{name}"))
         runner = self.prefill.get("runner", "local")
-        fields.append(self._field("runner", Select([(r, r) for r in KNOWN_RUNNERS], value=runner
-                                                   if runner in KNOWN_RUNNERS else "local", allow_blank=False,
+        choices = remotes.names(self.app.ctx)  # type: ignore[attr-defined]
+        fields.append(self._field("runner", Select([(r, r) for r in choices], value=runner
+                                                   if runner in choices else "local", allow_blank=False,
                                                    id="runner")))
         fields.append(self._field("environment (local runner)", Select(
             [(m, m) for m in ENV_MODES], value=self.prefill.get("env_mode", "venv"), allow_blank=False,

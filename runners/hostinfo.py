@@ -1,0 +1,55 @@
+"""What a host offers: its name, CPUs, memory, and each GPU's utilisation and memory through NVML.
+
+A runner agent reports this so the control side can show which box has room before launching.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+
+def memory_bytes() -> tuple[int, int]:
+    """(total, available) bytes of RAM, from /proc/meminfo."""
+    fields: dict[str, int] = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            fields[name] = int(rest.split()[0]) * 1024
+    return fields.get("MemTotal", 0), fields.get("MemAvailable", 0)
+
+
+def gpu_readings(setting: Any = "auto") -> list[dict[str, Any]]:
+    """One reading per GPU. With a GPU count or list set by hand (tests: no GPU exists here), the
+    GPUs are listed by index with no readings; otherwise NVML is asked, and no driver means none."""
+    if str(setting).strip().lower() != "auto":
+        from runners.slots import visible_gpus
+
+        return [{"index": i, "name": None, "utilization": None, "memory_used": None, "memory_total": None}
+                for i in visible_gpus(setting)]
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 (no driver, no library: no GPUs)
+        return []
+    try:
+        readings = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            device = pynvml.nvmlDeviceGetHandleByIndex(index)
+            name = pynvml.nvmlDeviceGetName(device)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(device)
+            utilization = pynvml.nvmlDeviceGetUtilizationRates(device)
+            readings.append({"index": index, "name": name.decode() if isinstance(name, bytes) else name,
+                             "utilization": utilization.gpu, "memory_used": memory.used,
+                             "memory_total": memory.total})
+        return readings
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def host_info(gpu_setting: Any = "auto") -> dict[str, Any]:
+    total, available = memory_bytes()
+    return {"hostname": socket.gethostname(), "cpus": os.cpu_count() or 1, "memory_total": total,
+            "memory_available": available, "load": os.getloadavg()[0], "gpus": gpu_readings(gpu_setting)}

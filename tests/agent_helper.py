@@ -1,0 +1,76 @@
+"""A real runner agent for tests: `vhtui runner serve` as a subprocess on a loopback port (or in a
+network namespace), with its own token and state folder, that a test can kill and restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+TOKEN = "test-token-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Agent:
+    def __init__(self, root: Path, host: str = "127.0.0.1", prefix: list[str] | None = None,
+                 backend: str = "local", slots: int = 2, gpus: str = "0") -> None:
+        self.root = root
+        self.host = host
+        self.port = free_port()
+        self.prefix = prefix or []  # e.g. ["ip", "netns", "exec", NAME]
+        self.backend, self.slots, self.gpus = backend, slots, gpus
+        self.token_file = root / "token"
+        root.mkdir(parents=True, exist_ok=True)
+        self.token_file.write_text(TOKEN)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> Agent:
+        log = open(self.root / "agent.log", "ab")
+        self.proc = subprocess.Popen(
+            [*self.prefix, sys.executable, "-m", "vhtui", "runner", "serve", "--host", self.host, "--port",
+             str(self.port), "--token-file", str(self.token_file), "--state-dir", str(self.root / "state"),
+             "--backend", self.backend, "--slots", str(self.slots), "--gpus", self.gpus],
+            stdout=log, stderr=log, env=dict(os.environ, VHTUI_HOME=str(self.root / "home"),  # the host's
+                                             PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/v1/host", headers={"Authorization": f"Bearer {TOKEN}"},
+                             timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the agent did not start: {(self.root / 'agent.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop_all(self) -> None:
+        """Kill the agent and every run it left (keepers run in sessions of their own)."""
+        self.kill()
+        runs = self.root / "state" / "runs"
+        for keeper in runs.glob("*/keeper.json") if runs.exists() else []:
+            try:
+                pid = int(keeper.read_text().split('"pid": ')[1].split(",")[0])
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError, IndexError, ValueError):
+                pass

@@ -1,0 +1,123 @@
+"""`vhtui runner ...`: serve an agent on a GPU host, and register, list and remove remote runners."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from vhtui.errors import VhtuiError
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from runners.agent import AgentConfig, serve
+    from runners.archive import Caps
+    from runners.slots import visible_gpus
+    from vhtui.engine.remotes import read_token
+    from vhtui.home import current_home
+
+    if args.backend not in ("local", "docker"):
+        raise VhtuiError(f"unknown backend {args.backend!r}: use local or docker")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise VhtuiError("TLS needs both --tls-cert and --tls-key")
+    try:
+        visible_gpus(args.gpus)
+    except ValueError as exc:
+        raise VhtuiError(str(exc)) from None
+    state = Path(args.state_dir) if args.state_dir else current_home().root / "agent"
+    config = AgentConfig(state_dir=state.resolve(), token=read_token(args.token_file), backend=args.backend,
+                         slots=args.slots, gpus=args.gpus,
+                         caps=Caps(max_bytes=args.max_upload_mb << 20, max_files=args.max_files))
+    scheme = "https" if args.tls_cert else "http"
+    print(f"vhtui runner agent on {scheme}://{args.host}:{args.port} ({args.backend} backend, "
+          f"{args.slots} slot(s), state in {config.state_dir})", flush=True)
+    serve(config, args.host, args.port, args.tls_cert, args.tls_key)
+    return 0
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from vhtui.cli import _context
+    from vhtui.engine import remotes
+
+    remotes.add(_context(), args.name, args.url, args.token_file, args.ca_file)
+    print(f"runner {args.name} -> {args.url}")
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    from vhtui.cli import _context
+    from vhtui.engine import remotes
+
+    remotes.remove(_context(), args.name)
+    print(f"removed runner {args.name}")
+    return 0
+
+
+def runner_health(ctx: Any, name: str) -> dict[str, Any]:
+    """One registered runner's health as the agent reports it; an error is a status, not a failure."""
+    from runners import RunnerError
+    from vhtui.engine import remotes
+
+    entry = remotes.registered(ctx)[name]
+    try:
+        host = remotes.open_runner(ctx, name).call("GET", "/v1/host").json()  # type: ignore[attr-defined]
+        return {"name": name, "url": entry["url"], "health": "ok", **host}
+    except (RunnerError, VhtuiError) as exc:
+        return {"name": name, "url": entry["url"], "health": str(exc)}
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from vhtui.cli import _context, _table
+    from vhtui.engine import remotes
+
+    ctx = _context()
+    names = sorted(remotes.registered(ctx))
+    with ThreadPoolExecutor(max_workers=8) as pool:  # one slow agent must not hold up the rest
+        rows = list(pool.map(lambda name: runner_health(ctx, name), names))
+    if args.json:
+        print(json.dumps({"count": len(rows), "results": rows}, indent=2))
+        return 0
+    table = []
+    for row in rows:
+        if row["health"] != "ok":
+            table.append([row["name"], row["url"], row["health"], "", "", "", ""])
+            continue
+        gpus = ", ".join(f"{g['name'] or 'gpu'}#{g['index']}"
+                         + (f" {g['utilization']}%" if g.get("utilization") is not None else "")
+                         for g in row["gpus"]) or "none"
+        table.append([row["name"], row["url"], f"ok ({row['hostname']}, {row['cpus']} CPUs)", gpus,
+                      f"{row['free_slots']}/{row['slots']}", str(row["running"]), str(row["queued"])])
+    _table(table, ["name", "url", "health", "gpus", "free slots", "running", "queued"])
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser("runner", help="remote runners: serve an agent, add, ls, rm")
+    actions = parser.add_subparsers(dest="runner_command", metavar="ACTION", required=True)
+    p = actions.add_parser("serve", help="run the runner agent on this (GPU) host")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; reach it by ssh -L)")
+    p.add_argument("--port", type=int, default=8750)
+    p.add_argument("--token-file", required=True, help="file holding the bearer token (16+ characters)")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
+    p.add_argument("--backend", default="local", help="local or docker")
+    p.add_argument("--slots", type=int, default=1, help="runs at once (default 1)")
+    p.add_argument("--gpus", default="auto", help="auto (NVML), a count, or a list like 0,1")
+    p.add_argument("--state-dir", help="where runs live (default $VHTUI_HOME/agent)")
+    p.add_argument("--max-upload-mb", type=int, default=50 << 10, help="cap on an unpacked upload")
+    p.add_argument("--max-files", type=int, default=200_000, help="cap on the files of an upload")
+    p.set_defaults(func=cmd_serve)
+    p = actions.add_parser("add", help="register a runner agent")
+    p.add_argument("name")
+    p.add_argument("url")
+    p.add_argument("--token-file", required=True)
+    p.add_argument("--ca-file", help="CA certificate to trust for an agent's TLS certificate")
+    p.set_defaults(func=cmd_add)
+    p = actions.add_parser("ls", help="registered runners: health, GPUs, free slots, running and queued")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ls)
+    p = actions.add_parser("rm", help="forget a registered runner")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_rm)
