@@ -83,7 +83,7 @@ def answer_text(answer: dict[str, Any], differing: list[str]) -> Text:
 
 
 class AliasCompareScreen(Screen[None]):
-    AUTO_FOCUS = None  # keys act on the screen; `/` moves to the request field
+    AUTO_FOCUS = ""  # nothing: keys act on the screen; `/` moves to the request field
     BINDINGS = [
         Binding("escape", "back", "Back", id="alias_compare.back"),
         Binding("t", "open_execution(0)", "Left's training run", id="alias_compare.left_execution"),
