@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -24,12 +25,15 @@ def free_port() -> int:
 
 class Agent:
     def __init__(self, root: Path, host: str = "127.0.0.1", prefix: list[str] | None = None,
-                 backend: str = "local", slots: int = 2, gpus: str = "0") -> None:
+                 backend: str = "local", slots: int = 2, gpus: str = "0", extra: list[str] | None = None,
+                 verify: str | bool = True) -> None:
         self.root = root
         self.host = host
         self.port = free_port()
         self.prefix = prefix or []  # e.g. ["ip", "netns", "exec", NAME]
         self.backend, self.slots, self.gpus = backend, slots, gpus
+        self.extra = extra or []  # more `runner serve` options (caps, TLS)
+        self.verify = verify  # the CA file when serving TLS
         self.token_file = root / "token"
         root.mkdir(parents=True, exist_ok=True)
         self.token_file.write_text(TOKEN)
@@ -37,21 +41,23 @@ class Agent:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if '--tls-cert' in self.extra else 'http'}://{self.host}:{self.port}"
 
     def start(self) -> Agent:
         log = open(self.root / "agent.log", "ab")
         self.proc = subprocess.Popen(
             [*self.prefix, sys.executable, "-m", "vhtui", "runner", "serve", "--host", self.host, "--port",
              str(self.port), "--token-file", str(self.token_file), "--state-dir", str(self.root / "state"),
-             "--backend", self.backend, "--slots", str(self.slots), "--gpus", self.gpus],
+             "--backend", self.backend, "--slots", str(self.slots), "--gpus", self.gpus, *self.extra],
             stdout=log, stderr=log, env=dict(os.environ, VHTUI_HOME=str(self.root / "home"),  # the host's
                                              PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"))
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"{self.url}/v1/host", headers={"Authorization": f"Bearer {TOKEN}"},
-                             timeout=2).status_code == 200:
+                token = self.token_file.read_text().strip()
+                if httpx.get(f"{self.url}/v1/host", headers={"Authorization": f"Bearer {token}"},
+                             timeout=2, verify=ssl.create_default_context(cafile=self.verify)
+                             if isinstance(self.verify, str) else self.verify).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass

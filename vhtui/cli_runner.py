@@ -29,7 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     state = Path(args.state_dir) if args.state_dir else current_home().root / "agent"
     config = AgentConfig(state_dir=state.resolve(), token=read_token(args.token_file), backend=args.backend,
                          slots=args.slots, gpus=args.gpus,
-                         caps=Caps(max_bytes=args.max_upload_mb << 20, max_files=args.max_files))
+                         caps=Caps(max_bytes=int(args.max_upload_mb * (1 << 20)), max_files=args.max_files))
     scheme = "https" if args.tls_cert else "http"
     print(f"vhtui runner agent on {scheme}://{args.host}:{args.port} ({args.backend} backend, "
           f"{args.slots} slot(s), state in {config.state_dir})", flush=True)
@@ -106,7 +106,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--slots", type=int, default=1, help="runs at once (default 1)")
     p.add_argument("--gpus", default="auto", help="auto (NVML), a count, or a list like 0,1")
     p.add_argument("--state-dir", help="where runs live (default $VHTUI_HOME/agent)")
-    p.add_argument("--max-upload-mb", type=int, default=50 << 10, help="cap on an unpacked upload")
+    p.add_argument("--max-upload-mb", type=float, default=50 << 10, help="cap on an unpacked upload (MB)")
     p.add_argument("--max-files", type=int, default=200_000, help="cap on the files of an upload")
     p.set_defaults(func=cmd_serve)
     p = actions.add_parser("add", help="register a runner agent")

@@ -80,8 +80,12 @@ def remote_runner(ctx: Context, name: str) -> Any:
     entry = registered(ctx).get(name)
     if entry is None:
         raise NotFound(f"unknown runner {name!r} (available: {', '.join(names(ctx))})")
-    return get_runner("remote", url=entry["url"], token=read_token(entry["token_file"]), name=name,
-                      verify=entry.get("ca_file") or True)
+    verify: Any = True
+    if entry.get("ca_file"):
+        import ssl
+
+        verify = ssl.create_default_context(cafile=entry["ca_file"])
+    return get_runner("remote", url=entry["url"], token=read_token(entry["token_file"]), name=name, verify=verify)
 
 
 def open_runner(ctx: Context, name: str) -> Runner:
