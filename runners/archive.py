@@ -117,6 +117,7 @@ def pack(dirs: dict[str, Path], only: Any = None) -> Iterator[bytes]:
         try:
             with tarfile.open(fileobj=Writer(), mode="w|", bufsize=CHUNK, format=tarfile.PAX_FORMAT,
                               dereference=True) as tar:  # inputs may be links into a cache: send the files
+                tar.copybufsize = CHUNK
                 for name, root in dirs.items():
                     if not root.exists():
                         continue
