@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,41 +54,15 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
-def runner_health(ctx: Any, name: str) -> dict[str, Any]:
-    """One registered runner's health as the agent reports it; an error is a status, not a failure."""
-    from runners import RunnerError
-    from vhtui.engine import remotes
-
-    entry = remotes.registered(ctx)[name]
-    try:
-        host = remotes.open_runner(ctx, name).call("GET", "/v1/host").json()  # type: ignore[attr-defined]
-        return {"name": name, "url": entry["url"], "health": "ok", **host}
-    except (RunnerError, VhtuiError) as exc:
-        return {"name": name, "url": entry["url"], "health": str(exc)}
-
-
 def cmd_ls(args: argparse.Namespace) -> int:
     from vhtui.cli import _context, _table
     from vhtui.engine import remotes
 
-    ctx = _context()
-    names = sorted(remotes.registered(ctx))
-    with ThreadPoolExecutor(max_workers=8) as pool:  # one slow agent must not hold up the rest
-        rows = list(pool.map(lambda name: runner_health(ctx, name), names))
+    rows = remotes.health_of_all(_context())
     if args.json:
         print(json.dumps({"count": len(rows), "results": rows}, indent=2))
         return 0
-    table = []
-    for row in rows:
-        if row["health"] != "ok":
-            table.append([row["name"], row["url"], row["health"], "", "", "", ""])
-            continue
-        gpus = ", ".join(f"{g['name'] or 'gpu'}#{g['index']}"
-                         + (f" {g['utilization']}%" if g.get("utilization") is not None else "")
-                         for g in row["gpus"]) or "none"
-        table.append([row["name"], row["url"], f"ok ({row['hostname']}, {row['cpus']} CPUs)", gpus,
-                      f"{row['free_slots']}/{row['slots']}", str(row["running"]), str(row["queued"])])
-    _table(table, ["name", "url", "health", "gpus", "free slots", "running", "queued"])
+    _table([remotes.health_columns(row) for row in rows], list(remotes.HEALTH_HEADERS))
     return 0
 
 

@@ -48,9 +48,9 @@ async def _launch(pilot: Pilot[Any]) -> None:
     await pilot.pause(0.5)
 
 
-async def _keys(pilot: Pilot[Any], *keys: str) -> None:
+async def _keys(pilot: Pilot[Any], *keys: str, pause: float = 0.5) -> None:
     await pilot.press(*keys)
-    await pilot.pause(0.5)
+    await pilot.pause(pause)
 
 
 async def _deployments(pilot: Pilot[Any]) -> None:
@@ -100,6 +100,7 @@ SCENARIOS = [
     Scenario("help", lambda p: _keys(p, "question_mark"), size=(120, 40)),
     Scenario("deployments", _deployments),
     Scenario("alias-compare", _alias_compare, size=(140, 44)),
+    Scenario("runners", lambda p: _keys(p, "R", pause=1.5), size=(140, 24)),
 ]
 
 

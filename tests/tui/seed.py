@@ -83,6 +83,9 @@ def build(root: Path = SEED_ROOT) -> tuple[Context, Path]:
     shutil.copytree(REPO / "examples" / "quickstart", project_root)
     home = Home(root / "home")
     home.root.mkdir(parents=True)
+    (root / "lab-gpu.token").write_text("seeded-token-0123456789")  # an agent that is down: the runners screen
+    (home.root / "runners.json").write_text(json.dumps({"lab-gpu": {  # shows how an unreachable one reads
+        "url": "http://127.0.0.1:9", "token_file": str(root / "lab-gpu.token"), "ca_file": None}}))
     db = open_database(home.database)
     project_id = project_rows.ensure(db, project_root, name="quickstart")
     other = project_rows.ensure(db, root / "vision-experiments", name="vision-experiments")

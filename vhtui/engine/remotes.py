@@ -96,3 +96,34 @@ def open_runner(ctx: Context, name: str) -> Runner:
         return remote_runner(ctx, name)  # type: ignore[no-any-return]
     except RunnerError as exc:
         raise VhtuiError(str(exc)) from None
+
+
+HEALTH_HEADERS = ("name", "url", "health", "gpus", "free slots", "running", "queued")
+
+
+def health(ctx: Context, name: str) -> dict[str, Any]:
+    """One registered runner's health as its agent reports it; an error is a status, not a failure."""
+    entry = registered(ctx)[name]
+    try:
+        host = remote_runner(ctx, name).call("GET", "/v1/host").json()
+        return {"name": name, "url": entry["url"], "health": "ok", **host}
+    except (RunnerError, VhtuiError) as exc:
+        return {"name": name, "url": entry["url"], "health": str(exc)}
+
+
+def health_of_all(ctx: Context) -> list[dict[str, Any]]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:  # one slow agent must not hold up the rest
+        return list(pool.map(lambda name: health(ctx, name), sorted(registered(ctx))))
+
+
+def health_columns(row: dict[str, Any]) -> list[str]:
+    """A health report as the CLI table and the TUI's runners screen show it (HEALTH_HEADERS)."""
+    if row["health"] != "ok":
+        return [row["name"], row["url"], row["health"], "", "", "", ""]
+    gpus = ", ".join(f"{g['name'] or 'gpu'}#{g['index']}"
+                     + (f" {g['utilization']}%" if g.get("utilization") is not None else "")
+                     for g in row["gpus"]) or "none"
+    return [row["name"], row["url"], f"ok ({row['hostname']}, {row['cpus']} CPUs)", gpus,
+            f"{row['free_slots']}/{row['slots']}", str(row["running"]), str(row["queued"])]

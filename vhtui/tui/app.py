@@ -49,6 +49,7 @@ class VhtuiApp(App[None]):
         Binding("D", "data", "Data", id="app.data"),
         Binding("L", "launch", "Launch", show=False, id="app.launch"),
         Binding("E", "deployments", "Deployments", show=False, id="app.deployments"),
+        Binding("R", "runners", "Runners", show=False, id="app.runners"),
     ]
 
     def __init__(
@@ -149,6 +150,11 @@ class VhtuiApp(App[None]):
     def action_launch(self) -> None:
         self.open_launch()
 
+    def action_runners(self) -> None:
+        from vhtui.tui.screens.runners import RunnersScreen
+
+        self.push_screen(RunnersScreen())
+
     def action_deployments(self) -> None:
         from vhtui.tui.screens.deployments import DeploymentsScreen
 
@@ -180,6 +186,7 @@ class VhtuiApp(App[None]):
                     ("screen: data", "every datum of this project", self.action_data),
                     ("screen: launch", "launch an execution", self.action_launch),
                     ("screen: deployments", "versions, aliases; compare two aliases", self.action_deployments),
+                    ("screen: runners", "local, Docker and remote agents: health, GPUs, slots", self.action_runners),
                     ("screen: help", "keys of the current screen", self.action_help)]
         return entries
 
