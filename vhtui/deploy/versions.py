@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vhtui.context import Context
 from vhtui.data.datums import DatumStore
 from vhtui.engine import code
-from vhtui.engine.launch import ENV_MODES, _store_code as store_code
+from vhtui.engine.launch import ENV_MODES
 from vhtui.errors import NotFound, VhtuiError
 from vhtui.project import load_project
 from vhtui.store import deployments as deployment_rows
@@ -108,9 +106,7 @@ def create_version(
         raise NotFound(f"endpoint {endpoint_name!r} declares no file {file_name!r}")
 
     snapshot = code.snapshot(project.root, adhoc)
-    deployments_dir(ctx).mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".version-", dir=deployments_dir(ctx)))
-    try:
+    with code.staged(snapshot, deployments_dir(ctx), ".version-") as staging:
         for endpoint in endpoints:
             repository = staging / endpoint["name"] / "repository"
             code.copy_tree(project.root, snapshot.files, repository)
@@ -119,10 +115,7 @@ def create_version(
                 target = repository / file["path"]
                 store.blobs.export(datum["sha256"], target)  # replaces a file of that name in the code
         project_id = project_rows.ensure(ctx.db, project.root)
-        code_version = dict(snapshot.version)
-        code_datum = store_code(store, snapshot, project_id)
-        if code_datum:
-            code_version["datum_id"] = code_datum["id"]
+        code_version = code.record(snapshot, store, project_id)
         deployment_row = deployment_rows.ensure_deployment(ctx.db, project_id, deployment)
         version_name = name or deployment_rows.next_version_name(ctx.db, deployment_row["id"])
         if deployment_rows.get_version(ctx.db, deployment_row["id"], version_name):
@@ -130,12 +123,6 @@ def create_version(
         version = deployment_rows.create_version(ctx.db, deployment_row["id"], version_name, code_version,
                                                   env_mode, endpoints)
         os.rename(staging, deployments_dir(ctx) / str(version["id"]))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    finally:
-        if snapshot.tarball:
-            snapshot.tarball.unlink(missing_ok=True)
     return version
 
 

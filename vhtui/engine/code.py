@@ -17,11 +17,16 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vhtui.errors import VhtuiError
+
+if TYPE_CHECKING:
+    from vhtui.data.datums import DatumStore
 
 MAX_FILES = 10_000  # as Valohai's CLI: a project this large is almost always missing an ignore rule
 MAX_BYTES = 1 << 30
@@ -34,6 +39,42 @@ class CodeSnapshot:
     version: dict[str, Any] = field(default_factory=dict)  # recorded as the execution's code_version
     patch: bytes | None = None  # uncommitted changes, for git versions
     tarball: Path | None = None  # adhoc package
+
+
+@contextmanager
+def staged(snapshot: CodeSnapshot, parent: Path, prefix: str) -> Iterator[Path]:
+    """A private folder under `parent` to build an execution's (or a version's) files in, which the
+    caller renames into place: on failure it is removed, so a refused launch leaves nothing. The
+    snapshot's tarball goes either way (record() has stored it, or it is not wanted)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        if snapshot.tarball:
+            snapshot.tarball.unlink(missing_ok=True)
+
+
+def record(snapshot: CodeSnapshot, datums: DatumStore, project_id: int) -> dict[str, Any]:
+    """The code version an execution or a deployment version keeps: the snapshot's description,
+    plus the datum holding its adhoc tarball or uncommitted patch, when there is one."""
+    version = dict(snapshot.version)
+    datum = None
+    if snapshot.tarball:
+        datum = datums.add(snapshot.tarball, name=f"code-{version['sha256'][:12]}.tar.gz",
+                           project_id=project_id, kind="code", sha256=version["sha256"], take=True)
+    elif snapshot.patch:
+        with tempfile.NamedTemporaryFile(suffix=".patch") as f:
+            f.write(snapshot.patch)
+            f.flush()
+            datum = datums.add(Path(f.name), name=f"uncommitted-{version['commit'][:12]}.patch",
+                               project_id=project_id, kind="code", take=True)
+    if datum:
+        version["datum_id"] = datum["id"]
+    return version
 
 
 def _git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:

@@ -106,15 +106,10 @@ def launch(
 
     with progress.task("Packaging code"):
         snapshot = code.snapshot(project.root, request.adhoc)
-    ctx.home.executions.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".launch-", dir=ctx.home.executions))
-    try:
+    with code.staged(snapshot, ctx.home.executions, ".launch-") as staging:
         code.copy_tree(project.root, snapshot.files, staging / "repository")
         project_id = project_rows.ensure(ctx.db, project.root)
-        code_version = dict(snapshot.version)
-        code_datum = _store_code(datums, snapshot, project_id)
-        if code_datum:
-            code_version["datum_id"] = code_datum["id"]
+        code_version = code.record(snapshot, datums, project_id)
         environment = {name: str(var.default) for name, var in step.environment_variables.items()
                        if var.default is not None}
         environment.update(request.environment_variables)
@@ -134,27 +129,8 @@ def launch(
             "code_version": code_version, "environment": environment, "spec": spec,
         }, [f.as_row() for f in inputs])
         os.rename(staging, ctx.home.execution_dir(execution["id"]))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    finally:
-        if snapshot.tarball:
-            snapshot.tarball.unlink(missing_ok=True)
     start_supervisor(ctx, execution["id"])
     return execution
-
-
-def _store_code(datums: DatumStore, snapshot: code.CodeSnapshot, project_id: int) -> dict[str, Any] | None:
-    if snapshot.tarball:
-        return datums.add(snapshot.tarball, name=f"code-{snapshot.version['sha256'][:12]}.tar.gz",
-                          project_id=project_id, kind="code", sha256=snapshot.version["sha256"], take=True)
-    if snapshot.patch:
-        with tempfile.NamedTemporaryFile(suffix=".patch") as f:
-            f.write(snapshot.patch)
-            f.flush()
-            return datums.add(Path(f.name), name=f"uncommitted-{snapshot.version['commit'][:12]}.patch",
-                              project_id=project_id, kind="code", take=True)
-    return None
 
 
 def start_supervisor(ctx: Context, execution_id: int, resume: bool = False) -> None:
