@@ -376,13 +376,16 @@ def create_app(config: AgentConfig) -> Any:
             positions[folder.run_id] = (position, before)
             skip = offset - before  # output bytes of the first frame the client already has
             quiet_since = time.monotonic()
+            idle_polls = 0
             with open(folder.frames, "rb") as f:
                 f.seek(position)
                 pending = b""
                 while True:
                     data = f.read(1 << 20)
                     if not data:
-                        if pending == b"" and folder.status()["state"] in ("exited", "lost"):
+                        idle_polls += 1  # the run's state (three small reads) is asked every 0.2 s
+                        if pending == b"" and idle_polls % 10 == 0 \
+                                and folder.status()["state"] in ("exited", "lost"):
                             if not f.read(1):
                                 return
                             f.seek(-1, os.SEEK_CUR)
@@ -418,7 +421,7 @@ def create_app(config: AgentConfig) -> Any:
     async def outputs(request: Request) -> Any:
         folder = folder_of(request)
         readonly = request.query_params.get("readonly") == "1"
-        only = (lambda p: not os.access(p, os.W_OK) or not (p.stat().st_mode & 0o222)) if readonly else None
+        only = (lambda p: not p.stat().st_mode & 0o222) if readonly else None  # final, as the collector reads it
         return StreamingResponse(_iterate_in_thread(pack({"outputs": folder.root / "outputs"}, only)),
                                  media_type="application/x-tar")
 

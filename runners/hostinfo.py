@@ -20,14 +20,8 @@ def memory_bytes() -> tuple[int, int]:
     return fields.get("MemTotal", 0), fields.get("MemAvailable", 0)
 
 
-def gpu_readings(setting: Any = "auto") -> list[dict[str, Any]]:
-    """One reading per GPU. With a GPU count or list set by hand (tests: no GPU exists here), the
-    GPUs are listed by index with no readings; otherwise NVML is asked, and no driver means none."""
-    if str(setting).strip().lower() != "auto":
-        from runners.slots import visible_gpus
-
-        return [{"index": i, "name": None, "utilization": None, "memory_used": None, "memory_total": None}
-                for i in visible_gpus(setting)]
+def nvml_gpus() -> list[dict[str, Any]]:
+    """Each GPU NVML sees, with its utilisation and memory; no driver or library means none."""
     try:
         import pynvml
 
@@ -45,8 +39,21 @@ def gpu_readings(setting: Any = "auto") -> list[dict[str, Any]]:
                              "utilization": utilization.gpu, "memory_used": memory.used,
                              "memory_total": memory.total})
         return readings
+    except Exception:  # noqa: BLE001 (a GPU that stopped answering: report none rather than fail)
+        return []
     finally:
         pynvml.nvmlShutdown()
+
+
+def gpu_readings(setting: Any = "auto") -> list[dict[str, Any]]:
+    """One reading per GPU. With a GPU count or list set by hand (tests: no GPU exists here), the
+    GPUs are listed by index with no readings; otherwise NVML is asked."""
+    if str(setting).strip().lower() != "auto":
+        from runners.slots import visible_gpus
+
+        return [{"index": i, "name": None, "utilization": None, "memory_used": None, "memory_total": None}
+                for i in visible_gpus(setting)]
+    return nvml_gpus()
 
 
 def host_info(gpu_setting: Any = "auto") -> dict[str, Any]:

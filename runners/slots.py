@@ -25,16 +25,9 @@ def visible_gpus(setting: Any = "auto") -> list[int]:
             return [int(i) for i in text.split(",")] if "," in text else list(range(int(text)))
         except ValueError:
             raise ValueError(f"bad GPU setting {setting!r}: use 'auto', a count or a list like 0,1") from None
-    try:
-        import pynvml
+    from runners.hostinfo import nvml_gpus
 
-        pynvml.nvmlInit()
-        try:
-            return list(range(pynvml.nvmlDeviceGetCount()))
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 (no driver, no library, no GPU: all mean none)
-        return []
+    return [gpu["index"] for gpu in nvml_gpus()]
 
 
 class SlotLease:

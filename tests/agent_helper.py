@@ -3,6 +3,7 @@ network namespace), with its own token and state folder, that a test can kill an
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -76,7 +77,6 @@ class Agent:
         runs = self.root / "state" / "runs"
         for keeper in runs.glob("*/keeper.json") if runs.exists() else []:
             try:
-                pid = int(keeper.read_text().split('"pid": ')[1].split(",")[0])
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError, IndexError, ValueError):
+                os.killpg(json.loads(keeper.read_text())["pid"], signal.SIGKILL)
+            except (ProcessLookupError, PermissionError, KeyError, ValueError):
                 pass

@@ -60,11 +60,9 @@ def check_runner(ctx: Context, runner: str, image: str | None, step_name: str, g
     """Refuse now what the runner would refuse later: no image, no Docker engine, an agent that is
     unreachable, refuses our token or has too few GPUs."""
     if runner not in remotes.BUILT_IN:
-        agent = remotes.open_runner(ctx, runner)
-        try:
-            host = agent.call("GET", "/v1/host").json()  # type: ignore[attr-defined]
-        except RunnerError as exc:
-            raise VhtuiError(str(exc)) from None
+        host = remotes.health(ctx, runner)
+        if host["health"] != "ok":
+            raise VhtuiError(host["health"])
         if gpus > len(host["gpus"]):
             raise VhtuiError(f"step {step_name!r} asks for {gpus} GPU(s); runner {runner} has {len(host['gpus'])}")
         return

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from typing import Any
 
-from vhtui.store.db import Database, dumps
+from vhtui.store.db import Database, decode, dumps
 
 
 SELECT = ("SELECT d.*, e.counter AS producer_counter FROM datums d"
@@ -15,12 +14,7 @@ SELECT = ("SELECT d.*, e.counter AS producer_counter FROM datums d"
 
 
 def _decode(row: sqlite3.Row | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    out = dict(row)
-    out["tags"] = json.loads(out["tags"])
-    out["properties"] = json.loads(out["properties"])
-    return out
+    return decode(row, ("tags", "properties"))
 
 
 def insert(db: Database, datum: dict[str, Any]) -> None:

@@ -100,3 +100,14 @@ def open_database(path: Path) -> Database:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def decode(row: sqlite3.Row | None, json_fields: tuple[str, ...]) -> dict[str, Any] | None:
+    """A row as a dict, with the columns that hold JSON (as `dumps` wrote them) parsed."""
+    if row is None:
+        return None
+    out = dict(row)
+    for name in json_fields:
+        if out.get(name) is not None:
+            out[name] = json.loads(out[name])
+    return out

@@ -9,26 +9,19 @@ import time
 from array import array
 from typing import Any
 
-from vhtui.store.db import Database, dumps
+from vhtui.store.db import Database, decode, dumps
 
 ACTIVE_STATUSES = ("starting", "running", "stopping")
 
 
 def _endpoint(row: sqlite3.Row | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    out = dict(row)
-    out["spec"] = json.loads(out["spec"])
-    out["files"] = json.loads(out["files"])
-    return out
+    return decode(row, ("spec", "files"))
 
 
 def _version(row: sqlite3.Row | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    out = dict(row)
-    out["code_version"] = json.loads(out["code_version"])
-    out["enabled"] = bool(out["enabled"])
+    out = decode(row, ("code_version",))
+    if out is not None:
+        out["enabled"] = bool(out["enabled"])
     return out
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 import uuid
 from typing import Any
 
-from vhtui.store.db import Database, dumps
+from vhtui.store.db import Database, decode, dumps
 
 ACTIVE_STATUSES = ("created", "queued", "started", "stopping")
 FINAL_STATUSES = ("complete", "error", "stopped", "crashed")
@@ -17,13 +16,7 @@ JSON_FIELDS = ("parameters", "code_version", "environment", "spec", "runner_stat
 
 
 def _decode(row: sqlite3.Row | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    out = dict(row)
-    for name in JSON_FIELDS:
-        if name in out and out[name] is not None:
-            out[name] = json.loads(out[name])
-    return out
+    return decode(row, JSON_FIELDS)
 
 
 def create(db: Database, project_id: int, fields: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
