@@ -6,9 +6,11 @@ one immutable dict, rebuilt from SQLite whenever another process commits (`PRAGM
 polled every 50 ms, or at once on `POST /_vh/reload`) and swapped in with one assignment: each
 request reads the table once, so it goes to the alias's old version or its new one, never to a
 half-moved alias, and requests in flight finish where they started. Upstream connections are kept
-alive in one shared httpx client. Failures answer at once with JSON naming what failed: 404 for an
-unknown deployment, version, alias or endpoint; 503 for a version that is not running; 502 for one
-that does not answer; 504 after the read timeout.
+alive in one shared aiohttp session (per request it costs well under half of what httpx's client
+did here, which was most of what the router added); bodies pass through as sent, compressed or
+not. Failures answer at once with JSON naming what failed: 404 for an unknown deployment,
+version, alias or endpoint; 503 for a version that is not running; 502 for one that does not
+answer; 504 after the read timeout.
 
 Run in the foreground with `vhtui deploy serve`; `deploy start` starts it detached when needed.
 """
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
 from runners.processes import is_running, start_time
@@ -48,6 +51,15 @@ HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-authenticate", b"p
 
 def default_port() -> int:
     return int(os.environ.get("VHTUI_ROUTER_PORT", DEFAULT_PORT))
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """An endpoint's answer: status, raw headers, body."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    content: bytes
 
 
 @dataclass(frozen=True)
@@ -119,7 +131,7 @@ class Router:
     def __init__(self, database: Path) -> None:
         self.database = database
         self.recorder = RequestRecorder()
-        self.client: httpx.AsyncClient | None = None
+        self.client: aiohttp.ClientSession | None = None
         self.table = Table({}, {}, {}, frozenset())
         self.generation = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -129,15 +141,17 @@ class Router:
         self.reader = open_database(self.database)
         self.writer = open_database(self.database)
         self.reload()
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=30)
-        self.client = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(READ_TIMEOUT_S, connect=2.0))
+        self.client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=2.0, sock_read=READ_TIMEOUT_S),
+            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
         self._tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._flush())]
 
     async def shutdown(self) -> None:
         for task in self._tasks:
             task.cancel()
         if self.client:
-            await self.client.aclose()
+            await self.client.close()
         self.recorder.flush(self.writer)
 
     def reload(self) -> None:
@@ -202,30 +216,37 @@ class Router:
         url = f"http://127.0.0.1:{target.port}{rest}" + (f"?{query.decode('latin-1')}" if query else "")
         started = time.perf_counter()
         try:
-            response = await self.client.request(scope["method"], url, headers=headers, content=body)  # type: ignore[union-attr]
-        except httpx.TimeoutException:
+            response = await self._forward(scope["method"], url, headers, body)
+        except asyncio.TimeoutError:
             self.recorder.record(target.endpoint_id, (time.perf_counter() - started) * 1000, True)
             await _json(send, 504, {"error": f"version {target.version!r} of {deployment!r} did not answer within "
                                              f"{READ_TIMEOUT_S:g}s", "deployment": deployment,
                                     "version": target.version, "endpoint": endpoint})
             return
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             self.recorder.record(target.endpoint_id, (time.perf_counter() - started) * 1000, True)
             await _json(send, 502, {"error": f"version {target.version!r} of {deployment!r} is not answering: "
                                              f"{type(exc).__name__}", "deployment": deployment,
                                     "version": target.version, "endpoint": endpoint})
             return
-        self.recorder.record(target.endpoint_id, (time.perf_counter() - started) * 1000, response.status_code >= 500)
-        out_headers = [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP]
+        self.recorder.record(target.endpoint_id, (time.perf_counter() - started) * 1000, response.status >= 500)
+        out_headers = [(k, v) for k, v in response.headers if k.lower() not in HOP_BY_HOP]
         out_headers.append((b"content-length", str(len(response.content)).encode()))
-        await send({"type": "http.response.start", "status": response.status_code, "headers": out_headers})
+        await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
         await send({"type": "http.response.body", "body": response.content})
         mirror_alias = table.mirrors.get((deployment, ref))
         if mirror_alias:
             asyncio.create_task(self._mirror(table, target, ref, mirror_alias, scope, headers, body, response))
 
+    async def _forward(self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes) -> Upstream:
+        """One request to an endpoint, its answer read whole."""
+        async with self.client.request(  # type: ignore[union-attr]
+                method, url, headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
+                data=body or None, allow_redirects=False) as response:
+            return Upstream(response.status, list(response.raw_headers), await response.read())
+
     async def _mirror(self, table: Table, source: Target, alias: str, mirror_alias: str, scope: dict[str, Any],
-                      headers: list[tuple[bytes, bytes]], body: bytes, answer: httpx.Response) -> None:
+                      headers: list[tuple[bytes, bytes]], body: bytes, answer: Upstream) -> None:
         """Send a copy to the mirror alias; record whether both answered the same."""
         try:
             target = resolve(table, source.deployment, mirror_alias, source.endpoint)
@@ -234,10 +255,10 @@ class Router:
             url = f"http://127.0.0.1:{target.port}/" + (path[4] if len(path) > 4 else "") + \
                 (f"?{query.decode('latin-1')}" if query else "")
             started = time.perf_counter()
-            response = await self.client.request(scope["method"], url, headers=headers, content=body)  # type: ignore[union-attr]
-            self.recorder.record(target.endpoint_id, (time.perf_counter() - started) * 1000, response.status_code >= 500)
-            agreed = response.status_code == answer.status_code and same_body(response.content, answer.content)
-        except (RouteError, httpx.HTTPError):
+            response = await self._forward(scope["method"], url, headers, body)
+            self.recorder.record(target.endpoint_id, (time.perf_counter() - started) * 1000, response.status >= 500)
+            agreed = response.status == answer.status and same_body(response.content, answer.content)
+        except (RouteError, aiohttp.ClientError, asyncio.TimeoutError):
             agreed = False
         self.recorder.record_mirror(source.deployment_id, alias, mirror_alias, agreed)
 
