@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runners import OutputChunk, RunnerError, RunSpec, get_runner
+from runners import RunnerError, RunSpec, get_runner
 from runners.archive import BadArchive, Caps, ChunkReader, extract, pack
 from runners.hostinfo import host_info
 from runners.processes import is_running, start_time

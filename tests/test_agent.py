@@ -7,6 +7,7 @@ there they fail rather than skip when root is missing.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -255,9 +256,10 @@ def test_a_full_disk_on_the_agent_is_a_clear_error(remote: Project, tmp_path: Pa
             assert doc["status"] == "error"
             assert "the agent cannot store the upload: No space left on device" in doc["status_detail"]
             assert not any((small / "agent" / "state" / "runs").iterdir())  # its partial upload is gone
-            datum = remote.vhtui("data", "ls", "--json").stdout
-            assert json.loads(datum)["count"] == 0 or "blob" not in datum  # nothing lost on this side
-            assert (remote.root / "blob").stat().st_size == 4 << 20
+            blob = remote.root / "blob"  # nothing lost on this side: the input and its record are intact
+            assert blob.stat().st_size == 4 << 20
+            assert [(i["name"], i["size"], i["checksums"]["sha256"]) for i in doc["inputs"]] == [
+                ("blob", 4 << 20, hashlib.sha256(blob.read_bytes()).hexdigest())]
         finally:
             agent.stop_all()
     finally:
