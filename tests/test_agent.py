@@ -316,3 +316,33 @@ def _supervisor_pid(project: Project, counter: int) -> int:
 
     with sqlite3.connect(project.home / "vhtui.sqlite3") as conn:
         return int(conn.execute("SELECT supervisor_pid FROM executions WHERE counter = ?", (counter,)).fetchone()[0])
+
+
+def test_an_agent_with_the_docker_backend(project: Project, tmp_path: Path) -> None:
+    """The agent's own runner can be Docker: the command sees Valohai's container paths."""
+    from tests.test_runners import IMAGE, docker_ready
+
+    if not docker_ready():
+        if os.environ.get("CI"):
+            pytest.fail(f"Docker or the {IMAGE} image is missing in CI: scripts/docker-setup.sh must provide them")
+        pytest.skip("no Docker engine here (scripts/docker-setup.sh sets one up)")
+    agent = Agent(tmp_path / "agent", backend="docker").start()
+    try:
+        project.write("valohai.yaml", f"""
+        - step:
+            name: where
+            image: {IMAGE}
+            command:
+              - pwd
+              - echo "$VH_OUTPUTS_DIR" > $VH_OUTPUTS_DIR/where.txt
+        """)
+        project.vhtui("runner", "add", "dockerbox", agent.url, "--token-file", str(agent.token_file))
+        counter = project.run("where", "--runner", "dockerbox")
+        doc = project.wait(counter, timeout=60)
+        assert doc["status"] == "complete", project.logs(counter)
+        assert project.logs(counter).strip() == "/valohai/repository"
+        out = tmp_path / "out"
+        project.vhtui("exec", "outputs", str(counter), "--download", str(out))
+        assert (out / "where.txt").read_text().strip() == "/valohai/outputs"
+    finally:
+        agent.stop_all()
