@@ -35,7 +35,6 @@ import queue
 import re
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -46,13 +45,12 @@ from pathlib import Path
 from typing import Any
 
 from runners import RunnerError, RunSpec, get_runner
+from runners.frames import HEADER, KEEPALIVE, frame
 from runners.archive import BadArchive, Caps, ChunkReader, extract, pack
 from runners.hostinfo import host_info
 from runners.processes import is_running, start_time
 from runners.slots import try_acquire, visible_gpus
 
-HEADER = struct.Struct(">BxxxI")  # stream (1 stdout, 2 stderr, 0 keepalive), payload length
-STREAM_IDS = {"stdout": 1, "stderr": 2}
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 KEEPALIVE_S = 1.0
 FOLDERS = ("repository", "inputs", "outputs", "config")
@@ -181,7 +179,7 @@ def keep(run_dir: Path) -> int:
         with open(folder.frames, "ab", buffering=0) as out:
             def append(stream: str, data: bytes) -> None:
                 if data:
-                    out.write(HEADER.pack(STREAM_IDS[stream], len(data)) + data)
+                    out.write(frame(stream, data))
 
             for chunk in runner.stream(handle):
                 append(chunk.stream, mask.feed(chunk.stream, chunk.data))
@@ -366,7 +364,7 @@ def create_app(config: AgentConfig) -> Any:
                 if folder.status()["state"] in ("exited", "lost"):
                     return
                 if waited % 50 == 0:
-                    yield HEADER.pack(0, 0)  # a keepalive a second while the run waits for its slot
+                    yield KEEPALIVE  # a keepalive a second while the run waits for its slot
                 waited += 1
                 await asyncio.sleep(KEEPALIVE_S / 50)
             hint = positions.get(folder.run_id, (0, 0))
@@ -392,7 +390,7 @@ def create_app(config: AgentConfig) -> Any:
                             continue
                         if time.monotonic() - quiet_since >= KEEPALIVE_S:
                             quiet_since = time.monotonic()
-                            yield HEADER.pack(0, 0)
+                            yield KEEPALIVE
                         await asyncio.sleep(0.02)
                         continue
                     quiet_since = time.monotonic()

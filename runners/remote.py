@@ -9,7 +9,6 @@ outputs home when it ends, and can find a run again after the caller itself rest
 from __future__ import annotations
 
 import os
-import struct
 import tempfile
 import threading
 import time
@@ -17,11 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from runners import OutputChunk, RunHandle, RunnerError, RunSpec, register
+from runners import OutputChunk, RunHandle, RunnerError, RunSpec, frames, register
 from runners.archive import BadArchive, Caps, ChunkReader, extract, pack
 
-HEADER = struct.Struct(">BxxxI")  # the agent's framing: stream (0 keepalive), payload length
-STREAMS = {1: "stdout", 2: "stderr"}
 READ_TIMEOUT_S = 5.0  # the agent sends a keepalive every second: this much silence is a dead link
 LIVE_OUTPUTS_S = 2.0  # how often read-only (final) outputs are brought home during a run
 LOST_AFTER_S = 300.0  # out of contact this long: the run is given up as lost
@@ -106,19 +103,11 @@ class RemoteRunner:
                     pending = b""
                     for data in response.iter_raw():
                         contact = time.monotonic()
-                        pending = pending + data if pending else data
-                        start = 0
-                        while len(pending) - start >= HEADER.size:
-                            stream, length = HEADER.unpack_from(pending, start)
-                            end = start + HEADER.size + length
-                            if end > len(pending):
-                                break
-                            payload = pending[start + HEADER.size:end]
-                            start = end
-                            position += length
+                        whole, pending = frames.split(pending + data if pending else data)
+                        for stream, payload in whole:
+                            position += len(payload)
                             handle.state["consumed"] = position
-                            yield OutputChunk(STREAMS.get(stream, "stdout"), payload)  # empty: a keepalive
-                        pending = pending[start:]
+                            yield OutputChunk(stream, payload)  # an empty one is a keepalive: a tick
                 return  # the agent ends the stream once the run has ended and all is sent
             except httpx.TransportError as exc:  # a cut link, an agent restarting: resume from `position`
                 if time.monotonic() - contact > self.lost_after:
