@@ -394,3 +394,14 @@ def test_bad_versions_are_refused_in_one_line(tmp_path: Path, args: list[str], m
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"vhtui: error: {message}")
     assert "web" not in project.vhtui("deploy", "ls", check=False).stdout  # nothing was written
+
+
+def test_a_taken_version_name_is_refused_before_anything_is_stored(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "project", tmp_path / "home")
+    create = ["deploy", "version", "create", "solo", "--endpoint", "static", "--adhoc", "--name", "v1"]
+    project.vhtui(*create)
+    datums = project.vhtui("data", "ls", "--all", "--json").stdout
+    result = project.vhtui(*create, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "vhtui: error: deployment 'solo' already has a version 'v1'"
+    assert project.vhtui("data", "ls", "--all", "--json").stdout == datums  # no second code datum

@@ -105,6 +105,9 @@ def create_version(
         (endpoint_name, file_name), _ = next(iter(given.items()))
         raise NotFound(f"endpoint {endpoint_name!r} declares no file {file_name!r}")
 
+    existing = deployment_rows.get_deployment(ctx.db, project_row["id"], deployment) if project_row else None
+    if name and existing and deployment_rows.get_version(ctx.db, existing["id"], name):
+        raise VhtuiError(f"deployment {deployment!r} already has a version {name!r}")  # before anything is written
     snapshot = code.snapshot(project.root, adhoc)
     with code.staged(snapshot, deployments_dir(ctx), ".version-") as staging:
         for endpoint in endpoints:
@@ -118,8 +121,6 @@ def create_version(
         code_version = code.record(snapshot, store, project_id)
         deployment_row = deployment_rows.ensure_deployment(ctx.db, project_id, deployment)
         version_name = name or deployment_rows.next_version_name(ctx.db, deployment_row["id"])
-        if deployment_rows.get_version(ctx.db, deployment_row["id"], version_name):
-            raise VhtuiError(f"deployment {deployment!r} already has a version {version_name!r}")
         version = deployment_rows.create_version(ctx.db, deployment_row["id"], version_name, code_version,
                                                   env_mode, endpoints)
         os.rename(staging, deployments_dir(ctx) / str(version["id"]))
