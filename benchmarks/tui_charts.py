@@ -31,7 +31,7 @@ import numpy as np
 from textual.app import App, ComposeResult
 from textual_plotext import PlotextPlot
 
-from vhtui.engine.metrics import Series, load_series
+from vhtui.tui.series import Series, load_series
 from vhtui.store import Database, open_database
 from vhtui.store import executions as execution_rows
 from vhtui.store import projects as project_rows

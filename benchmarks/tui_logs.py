@@ -37,7 +37,7 @@ from textual.strip import Strip
 from textual.widgets import Log, RichLog
 
 from benchmarks.engine import Report, Row, info, load_text, median, ms, p90
-from vhtui.engine.logfile import LogWriter
+from vhtui.supervision.logfile import LogWriter
 from vhtui.tui.widgets.log_view import LogView
 
 MB = 1_000_000

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from runners import RunnerError
 
+ENV_MODES = ("venv", "current")  # a layered venv over the user's python3, or the caller's environment as is
+
 _PROBE = (
     "import json, site, sys; print(json.dumps({'exe': sys.executable, 'prefix': sys.prefix, "
     "'base_prefix': sys.base_prefix, 'site': site.getsitepackages(), 'version': sys.version}))"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vhtui.engine.conditions import evaluate
-from vhtui.engine.logfile import LogReader, LogWriter
+from vhtui.supervision.logfile import LogReader, LogWriter
 from vhtui.engine.metadata import MetadataSink
 from vhtui.errors import VhtuiError
 from vhtui.store import open_database

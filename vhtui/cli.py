@@ -191,7 +191,7 @@ def cmd_exec_info(args: argparse.Namespace) -> int:
 
 
 def cmd_exec_logs(args: argparse.Namespace) -> int:
-    from vhtui.engine.logfile import LogReader
+    from vhtui.supervision.logfile import LogReader
     from vhtui.store import executions as execution_rows
     from vhtui.store.executions import FINAL_STATUSES
 

@@ -219,7 +219,7 @@ def _latencies(summary: dict[str, Any]) -> str:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     from vhtui.deploy.versions import endpoint_dir
-    from vhtui.engine.logfile import LogReader
+    from vhtui.supervision.logfile import LogReader
     from vhtui.store import deployments as deployment_rows
 
     ctx = _context()

@@ -132,7 +132,7 @@ def _follow(ctx: Any, execution: dict[str, Any]) -> int:
     """Print the log as it grows; exit 0 if the execution completes, 1 otherwise."""
     import time
 
-    from vhtui.engine.logfile import LogReader
+    from vhtui.supervision.logfile import LogReader
     from vhtui.engine.reconcile import reconcile
     from vhtui.store import executions as execution_rows
     from vhtui.store.executions import FINAL_STATUSES
@@ -158,7 +158,7 @@ def _watch(ctx: Any, root: Path, request: Any) -> int:
     """Local-first iteration: launch, and on every change to the project's files, replace the run."""
     from watchfiles import watch
 
-    from vhtui.engine.code import watch_filter
+    from vhtui.supervision.code import watch_filter
     from vhtui.engine.control import request_stop
     from vhtui.engine.launch import launch
     from vhtui.progress import LineProgress

@@ -13,7 +13,7 @@ from typing import Any
 from textual.app import App, ComposeResult
 from textual.message import Message
 
-from vhtui.engine.logfile import LogWriter
+from vhtui.supervision.logfile import LogWriter
 from vhtui.tui.widgets.log_view import LogView
 
 SAMPLE = [

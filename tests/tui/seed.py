@@ -13,7 +13,7 @@ from typing import Any
 
 from vhtui.context import Context
 from vhtui.data.blobs import BlobStore
-from vhtui.engine.logfile import LogWriter
+from vhtui.supervision.logfile import LogWriter
 from vhtui.engine.metadata import MetadataSink
 from vhtui.home import Home
 from vhtui.settings import Settings

@@ -11,9 +11,9 @@ import pytest
 from textual.pilot import Pilot
 
 from tests.tui.log_view_app import SAMPLE, LogViewApp, write_log
-from vhtui.engine import logindex
-from vhtui.engine.logfile import LogWriter
-from vhtui.engine.logindex import LogIndex
+from vhtui.tui import logindex
+from vhtui.supervision.logfile import LogWriter
+from vhtui.tui.logindex import LogIndex
 from vhtui.tui.widgets.log_view import LogView
 
 

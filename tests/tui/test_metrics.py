@@ -18,7 +18,7 @@ from textual_plotext import PlotextPlot
 
 from tests.tui.metadata_panel_app import MetadataPanelApp, build_store, write_events
 from vhtui.engine.metadata import MetadataSink
-from vhtui.engine.metrics import Series, downsample_minmax, load_series, numeric_keys, smooth, to_csv
+from vhtui.tui.series import Series, downsample_minmax, load_series, numeric_keys, smooth, to_csv
 from vhtui.store import executions as execution_rows
 from vhtui.store import open_database
 from vhtui.store import projects as project_rows

@@ -15,8 +15,7 @@ from array import array
 from collections.abc import Iterable
 from typing import Any
 
-from vhtui.engine.logfile import Region
-from vhtui.engine.metadata import parse_json_object
+from vhtui.supervision.logfile import Region, parse_json_object
 from vhtui.store import deployments as deployment_rows
 from vhtui.store.db import Database
 

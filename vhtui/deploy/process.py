@@ -28,8 +28,8 @@ from runners.processes import is_running, start_time
 from vhtui.context import Context
 from vhtui.deploy.metrics import vh_metadata_in
 from vhtui.deploy.versions import endpoint_dir
-from vhtui.engine.logfile import LogReader, LogWriter
-from vhtui.engine.runtime import render_script
+from vhtui.supervision.logfile import LogReader, LogWriter
+from vhtui.supervision.jobscript import render_script
 from vhtui.errors import VhtuiError
 from vhtui.store import deployments as deployment_rows
 

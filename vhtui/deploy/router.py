@@ -155,14 +155,14 @@ class Router:
         self.recorder.flush(self.writer)
 
     def reload(self) -> None:
-        self._data_version = self.reader.query_one("PRAGMA data_version")[0]
+        self._data_version = self.reader.data_version()
         self.table = load_table(self.reader)
         self.generation += 1
 
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(POLL_S)
-            if self.reader.query_one("PRAGMA data_version")[0] != self._data_version:
+            if self.reader.data_version() != self._data_version:
                 self.reload()
 
     async def _flush(self) -> None:

@@ -13,10 +13,10 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from runners.pyenv import ENV_MODES
 from vhtui.context import Context
 from vhtui.data.datums import DatumStore
-from vhtui.engine import code
-from vhtui.engine.launch import ENV_MODES
+from vhtui.supervision import code
 from vhtui.errors import NotFound, VhtuiError
 from vhtui.project import load_project
 from vhtui.store import deployments as deployment_rows

@@ -19,18 +19,17 @@ from vhtui.context import Context
 from vhtui.data.datums import DatumStore
 from vhtui.data.inputs import InputFetcher
 from runners import RunnerError
-from vhtui.engine import code, remotes
+from runners.pyenv import ENV_MODES
+from vhtui.engine import remotes
 from vhtui.engine.params import build_command, resolve_parameters
-from vhtui.engine.runtime import render_script
 from vhtui.engine.slots import gpus_requested, visible_gpus
 from vhtui.errors import VhtuiError
 from vhtui.progress import Progress
+from vhtui.supervision import code
+from vhtui.supervision.jobscript import render_script
 from vhtui.project import Project, load_project
 from vhtui.store import executions as execution_rows
 from vhtui.store import projects as project_rows
-
-ENV_MODES = ("venv", "current")
-
 
 @dataclass
 class LaunchRequest:

@@ -9,7 +9,6 @@ Events that arrive together are stored together, as one block (see vhtui.store.m
 
 from __future__ import annotations
 
-import json
 import queue
 import re
 import threading
@@ -18,23 +17,12 @@ from typing import Any
 
 import orjson
 
-from vhtui.engine.logfile import Region
+from vhtui.supervision.logfile import Region, parse_json_object
 from vhtui.store import metadata as metadata_rows
 from vhtui.store.metadata import Block
 from vhtui.store import open_database
 
 _JSON_LINE = re.compile(rb"^[ \t]*(\{.*\})[ \t\r]*$", re.M)
-
-
-def parse_json_object(text: bytes) -> dict[str, Any] | None:
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        try:
-            value = json.loads(text)
-        except ValueError:
-            return None
-    return value if isinstance(value, dict) else None
 
 
 class MetadataSink:

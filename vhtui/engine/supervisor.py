@@ -25,7 +25,7 @@ from vhtui.data.datums import DatumStore
 from vhtui.data.inputs import InputFile, materialize
 from vhtui.data.outputs import OutputCollector
 from vhtui.engine import conditions, remotes
-from vhtui.engine.logfile import LogWriter, truncate_log
+from vhtui.supervision.logfile import LogWriter, truncate_log
 from vhtui.engine.metadata import MetadataSink
 from runners.processes import start_time
 from vhtui.engine.runtime import ExecutionDirs, vh_environment, write_config

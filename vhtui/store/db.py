@@ -68,6 +68,10 @@ class Database:
     def query_one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
         return self.conn.execute(sql, params).fetchone()
 
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits: a cheap "did anything change?"."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
     def close(self) -> None:
         self.conn.close()
 

@@ -80,7 +80,7 @@ class VhtuiApp(App[None]):
 
     # -- store ----------------------------------------------------------------------------
     def _watch_store(self) -> None:
-        version = self.ctx.db.query_one("PRAGMA data_version")[0]
+        version = self.ctx.db.data_version()
         if version != self._data_version:
             self._data_version = version
             self.screen.post_message(StoreChanged())

@@ -24,7 +24,7 @@ from textual.widgets import Footer, Header, Input, Sparkline, Static
 
 from vhtui.deploy.compare import compare_aliases, differences, send_to_both
 from vhtui.deploy.metrics import metadata_series
-from vhtui.engine.metrics import Series
+from vhtui.tui.series import Series
 from vhtui.tui.app import StoreChanged
 from vhtui.tui.widgets.metric_chart import MetricChart
 

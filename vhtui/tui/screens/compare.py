@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, SelectionList, Static
 
-from vhtui.engine.metrics import load_series
+from vhtui.tui.series import load_series
 from vhtui.store import executions as execution_rows
 from vhtui.tui.widgets.metric_chart import MetricChart
 

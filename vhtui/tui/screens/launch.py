@@ -19,7 +19,8 @@ from textual.widgets import Button, Footer, Header, Input, Label, OptionList, Se
 from textual.widgets.option_list import Option
 
 from vhtui.engine import remotes
-from vhtui.engine.launch import ENV_MODES, LaunchRequest
+from runners.pyenv import ENV_MODES
+from vhtui.engine.launch import LaunchRequest
 from vhtui.engine.params import resolve_parameters
 from vhtui.errors import VhtuiError
 from vhtui.project import load_project

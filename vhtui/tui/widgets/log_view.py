@@ -34,7 +34,7 @@ from textual.strip import Strip
 from textual.widgets import Input
 from textual.worker import get_current_worker
 
-from vhtui.engine.logindex import GapScan, LogIndex
+from vhtui.tui.logindex import GapScan, LogIndex
 
 MAX_LINE_BYTES = 64 << 10  # a longer line (a runaway progress bar) shows its first 64 KiB
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")  # what a terminal would act on

@@ -23,7 +23,7 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import ContentSwitcher, DataTable, Select, SelectionList, Static
 
-from vhtui.engine.metrics import Series, first_event_time, load_series, numeric_keys, to_csv
+from vhtui.tui.series import Series, first_event_time, load_series, numeric_keys, to_csv
 from vhtui.store.metadata import iter_events
 from vhtui.errors import VhtuiError
 from vhtui.store import executions as execution_rows

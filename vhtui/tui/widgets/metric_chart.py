@@ -19,7 +19,7 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual_plotext import PlotextPlot
 
-from vhtui.engine.metrics import Series, downsample_minmax, smooth
+from vhtui.tui.series import Series, downsample_minmax, smooth
 
 REDRAW_PER_S = 4
 # The 16 ANSI colours (plotext's names), bright first: they read on dark and light themes and

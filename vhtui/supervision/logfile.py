@@ -9,16 +9,33 @@ because runs switch rarely. Only whole lines are written, so a line is never spl
 from __future__ import annotations
 
 import bisect
+import json
 import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 _RECORD = struct.Struct("<QB")
 STREAM_IDS = {"stdout": 1, "stderr": 2}
 STREAM_NAMES = {v: k for k, v in STREAM_IDS.items()}
 MAX_PENDING = 1 << 20  # a "line" longer than this (a runaway progress bar) is written in pieces
 Region = tuple[bytes, int, int]  # whole lines: buffer[start:end]
+
+
+def parse_json_object(text: bytes) -> dict[str, Any] | None:
+    """A log line that is a JSON object (a metadata event), else None; NaN and Infinity, as Python's
+    json.dumps prints them, are read too."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return None
+    return value if isinstance(value, dict) else None
 
 
 def streams_path(log_path: Path) -> Path:

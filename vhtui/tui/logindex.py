@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vhtui.engine.logfile import LogReader
+from vhtui.supervision.logfile import LogReader
 
 SCAN_CHUNK = 4 << 20  # bytes read and scanned at once: big enough that numpy, not Python, sets the pace
 SEARCH_CHUNK = 4 << 20  # smaller, because bytes.lower() holds the GIL for the whole chunk
