@@ -7,6 +7,7 @@ from typing import Any
 from textual.app import App
 
 from vhtui.store.executions import FINAL_STATUSES
+from vhtui.tui.workbench import workbench
 
 
 def confirm_and_stop(app: App[Any], execution: dict[str, Any]) -> None:
@@ -29,14 +30,15 @@ def _stop_in_worker(app: App[Any], execution_id: int) -> None:
         from vhtui.engine.control import request_stop
         from vhtui.store import executions as execution_rows
 
-        ctx = app.ctx.with_new_connection()  # type: ignore[attr-defined]
+        bench = workbench(app)
+        ctx = bench.ctx.with_new_connection()
         try:
             execution = execution_rows.get(ctx.db, execution_id)
             if execution and request_stop(ctx, execution):
                 app.call_from_thread(app.notify, f"stopping #{execution['counter']}")
         finally:
             ctx.db.close()
-        app.call_from_thread(app.store_changed_here)  # type: ignore[attr-defined]
+        app.call_from_thread(bench.store_changed_here)
 
     app.run_worker(stop, thread=True, group="stop")
 
@@ -45,10 +47,11 @@ def rerun(app: App[Any], execution: dict[str, Any]) -> None:
     """Open the launch form with this execution's step, parameters and inputs."""
     from vhtui.store import executions as execution_rows
 
+    bench = workbench(app)
     inputs: dict[str, list[str]] = {}
-    for item in execution_rows.inputs_of(app.ctx.db, execution["id"]):  # type: ignore[attr-defined]
+    for item in execution_rows.inputs_of(bench.ctx.db, execution["id"]):
         inputs.setdefault(item["name"], []).append(item["uri"])
-    app.open_launch(execution["step"], {  # type: ignore[attr-defined]
+    bench.open_launch(execution["step"], {
         "parameters": execution["parameters"], "inputs": inputs, "title": execution["title"],
         "runner": execution["runner"], "env_mode": execution["spec"].get("env_mode", "venv"),
     })

@@ -9,28 +9,24 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from textual.app import App
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
-from textual.message import Message
 from textual import work
 
 from vhtui.context import Context
 from vhtui.errors import VhtuiError
 from vhtui.store import projects as project_rows
-
-
-class StoreChanged(Message):
-    """Another process committed to the store: refetch what is on screen."""
+from vhtui.tui.messages import StoreChanged
 
 
 class WorkbenchCommands(Provider):
     """Ctrl+P: jump to `#N`, run a step, switch project, open any screen."""
 
     async def search(self, query: str) -> Hits:
-        app: VhtuiApp = self.app  # type: ignore[assignment]
+        app = cast(VhtuiApp, self.app)
         matcher = self.matcher(query)
         for title, help_text, callback in app.palette_entries(query):
             score = matcher.match(title)
@@ -206,5 +202,5 @@ def load_keymap(path: Path) -> dict[str, str]:
 
 def run_tui(project_root: Path | None) -> int:
     ctx = Context.open()
-    VhtuiApp(ctx, project_root, keymap=load_keymap(ctx.home.root / "keymap.toml")).run()
+    VhtuiApp(ctx, project_root, keymap=load_keymap(ctx.home.keymap_file)).run()
     return 0

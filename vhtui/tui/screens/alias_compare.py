@@ -25,8 +25,9 @@ from textual.widgets import Footer, Header, Input, Sparkline, Static
 from vhtui.deploy.compare import compare_aliases, differences, send_to_both
 from vhtui.deploy.metrics import metadata_series
 from vhtui.tui.series import Series
-from vhtui.tui.app import StoreChanged
+from vhtui.tui.messages import StoreChanged
 from vhtui.tui.widgets.metric_chart import MetricChart
+from vhtui.tui.workbench import workbench
 
 
 def side_text(side: dict[str, Any]) -> Text:
@@ -137,7 +138,7 @@ class AliasCompareScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="alias-compare-load")
     def _load(self) -> None:
-        ctx = self.app.ctx.with_new_connection()  # type: ignore[attr-defined]
+        ctx = workbench(self.app).ctx.with_new_connection()
         try:
             doc = compare_aliases(ctx, self.project_id, self.deployment, *self.aliases, now=self.now)
             charts = []
@@ -175,7 +176,7 @@ class AliasCompareScreen(Screen[None]):
         for endpoint in self.doc["sides"][side]["endpoints"]:
             for file in endpoint["files"]:
                 if file["execution"]:
-                    self.app.open_execution(file["execution"]["id"])  # type: ignore[attr-defined]
+                    workbench(self.app).open_execution(file["execution"]["id"])
                     return
         self.notify("no file of this version came from an execution", severity="warning")
 
@@ -190,7 +191,7 @@ class AliasCompareScreen(Screen[None]):
     def _send(self, path: str) -> None:
         from vhtui.deploy.router import router_url, running_router
 
-        ctx = self.app.ctx  # type: ignore[attr-defined]
+        ctx = workbench(self.app).ctx
         state = running_router(ctx)
         if state is None:
             self.app.call_from_thread(self.notify, "the router is not running: vhtui deploy start …", severity="error")
@@ -210,7 +211,7 @@ class AliasCompareScreen(Screen[None]):
 
         if self.doc is None:
             return
-        ctx = self.app.ctx  # type: ignore[attr-defined]
+        ctx = workbench(self.app).ctx
         mirroring = self.doc["mirror"] is not None and self.doc["mirror"]["source"] == self.aliases[0]
         deployment_rows.set_mirror(ctx.db, self.doc["deployment_id"], self.aliases[0], None if mirroring else self.aliases[1])
         self.run_worker(lambda: notify_router(ctx), thread=True)

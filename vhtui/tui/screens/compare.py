@@ -17,6 +17,7 @@ from textual.widgets import Footer, Header, SelectionList, Static
 from vhtui.tui.series import load_series
 from vhtui.store import executions as execution_rows
 from vhtui.tui.widgets.metric_chart import MetricChart
+from vhtui.tui.workbench import workbench
 
 
 def parameter_table(executions: list[dict[str, Any]]) -> Table:
@@ -56,7 +57,7 @@ class CompareScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        db = self.app.ctx.db  # type: ignore[attr-defined]
+        db = workbench(self.app).ctx.db
         executions = [e for e in (execution_rows.get(db, i) for i in self.execution_ids) if e]
         self.executions = executions
         self.app.sub_title = "compare " + " ".join(f"#{e['counter']}" for e in executions)
@@ -82,7 +83,7 @@ class CompareScreen(Screen[None]):
     def _load(self, keys: list[str]) -> None:
         from vhtui.store import open_database
 
-        db = open_database(self.app.ctx.home.database)  # type: ignore[attr-defined]
+        db = open_database(workbench(self.app).ctx.home.database)
         try:
             series = {}
             for execution in self.executions:

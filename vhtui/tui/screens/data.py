@@ -13,9 +13,11 @@ from textual.widgets import DataTable, Footer, Header, Input
 
 from vhtui.data.datums import DatumStore
 from vhtui.errors import VhtuiError
+from vhtui.store import Database
 from vhtui.store import datums as datum_rows
-from vhtui.tui.app import StoreChanged
+from vhtui.tui.messages import StoreChanged
 from vhtui.tui.widgets.status_line import StatusLine
+from vhtui.tui.workbench import workbench
 
 
 class DataScreen(Screen[None]):
@@ -35,8 +37,12 @@ class DataScreen(Screen[None]):
         self.purpose = ""
 
     @property
-    def db(self) -> Any:
-        return self.app.ctx.db  # type: ignore[attr-defined]
+    def db(self) -> Database:
+        return workbench(self.app).ctx.db
+
+    @property
+    def datums(self) -> DatumStore:
+        return DatumStore(workbench(self.app).ctx.home, self.db)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -119,7 +125,7 @@ class DataScreen(Screen[None]):
     def action_producer(self) -> None:
         datum = self._selected()
         if datum and datum["producer_execution_id"]:
-            self.app.open_execution(datum["producer_execution_id"])  # type: ignore[attr-defined]
+            workbench(self.app).open_execution(datum["producer_execution_id"])
 
     def action_delete(self) -> None:
         from vhtui.tui.screens.confirm import ConfirmScreen
@@ -131,7 +137,7 @@ class DataScreen(Screen[None]):
         def decided(yes: bool | None) -> None:
             if yes:
                 try:
-                    DatumStore(self.app.ctx.home, self.db).delete(datum["id"])  # type: ignore[attr-defined]
+                    self.datums.delete(datum["id"])
                     self.notify(f"deleted {datum['name']}")
                 except VhtuiError as exc:
                     self.notify(str(exc), severity="error", timeout=8)
@@ -151,10 +157,10 @@ class DataScreen(Screen[None]):
             if self.purpose == "filter":
                 self.filter_text = value
             elif self.purpose == "export" and datum and value:
-                path = DatumStore(self.app.ctx.home, self.db).export(datum, Path(value))  # type: ignore[attr-defined]
+                path = self.datums.export(datum, Path(value))
                 self.notify(f"wrote {path}")
             elif self.purpose == "alias" and datum and value:
-                DatumStore(self.app.ctx.home, self.db).set_alias(  # type: ignore[attr-defined]
+                self.datums.set_alias(
                     self.project_id, value, f"datum://{datum['id']}")
                 self.notify(f"datum://{value} → {datum['name']}")
         except VhtuiError as exc:

@@ -11,8 +11,9 @@ from textual.widgets import DataTable, Footer, Header
 
 from vhtui.deploy.compare import version_view
 from vhtui.store import deployments as deployment_rows
-from vhtui.tui.app import StoreChanged
+from vhtui.tui.messages import StoreChanged
 from vhtui.tui.widgets.status_line import StatusLine
+from vhtui.tui.workbench import workbench
 
 STATUS_STYLE = {"running": "[green]▶ running[/]", "starting": "[yellow]… starting[/]", "stopping": "[yellow]■ stopping[/]",
                 "stopped": "[dim]■ stopped[/]", "crashed": "[red]☠ crashed[/]"}
@@ -48,8 +49,8 @@ class DeploymentsScreen(Screen[None]):
         self.refresh_rows()
 
     def refresh_rows(self) -> None:
-        db = self.app.ctx.db  # type: ignore[attr-defined]
-        ctx = self.app.ctx  # type: ignore[attr-defined]
+        ctx = workbench(self.app).ctx
+        db = ctx.db
         table = self.query_one(DataTable)
         table.clear()
         self.rows.clear()
@@ -90,7 +91,7 @@ class DeploymentsScreen(Screen[None]):
         if selected is None:
             return
         deployment, version = selected
-        names = [a["name"] for a in deployment_rows.aliases_of_deployment(self.app.ctx.db, deployment["id"])]  # type: ignore[attr-defined]
+        names = [a["name"] for a in deployment_rows.aliases_of_deployment(workbench(self.app).ctx.db, deployment["id"])]
         preferred = [n for n in ("production", "staging") if n in names] + [n for n in names if n not in ("production", "staging")]
         refs = list(dict.fromkeys([*preferred, version]))[:2]  # two aliases, else an alias and this version
         if len(refs) < 2:

@@ -17,15 +17,17 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Static, TabbedContent, TabPane
 
 from vhtui.data.datums import DatumStore
+from vhtui.store import Database
 from vhtui.store import datums as datum_rows
 from vhtui.store import executions as execution_rows
 from vhtui.store import projects as project_rows
 from vhtui.store.executions import FINAL_STATUSES
 from vhtui.tui.actions import confirm_and_stop, rerun
-from vhtui.tui.app import StoreChanged
+from vhtui.tui.messages import StoreChanged
 from vhtui.tui.widgets.execution_table import STATUS_STYLE, format_duration
 from vhtui.tui.widgets.log_view import LogView
 from vhtui.tui.widgets.metadata_panel import MetadataPanel
+from vhtui.tui.workbench import workbench
 
 
 def _when(ts: float | None) -> str:
@@ -96,10 +98,11 @@ class ExecutionScreen(Screen[None]):
         self.execution_id = execution_id
         self._run_version: tuple[Any, ...] | None = None  # what the tabs show, to skip needless rebuilds
         self._outputs_version: tuple[Any, ...] | None = None
+        self.purpose = ""  # what the outputs tab's input box is asking for: "export" or "alias"
 
     @property
-    def db(self) -> Any:
-        return self.app.ctx.db  # type: ignore[attr-defined]
+    def db(self) -> Database:
+        return workbench(self.app).ctx.db
 
     def load(self) -> dict[str, Any]:
         execution = execution_rows.get(self.db, self.execution_id)
@@ -108,7 +111,7 @@ class ExecutionScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         execution = self.load()
-        home = self.app.ctx.home  # type: ignore[attr-defined]
+        home = workbench(self.app).ctx.home
         yield Header()
         with TabbedContent(initial="overview"):
             with TabPane("Overview", id="overview"):
@@ -207,7 +210,7 @@ class ExecutionScreen(Screen[None]):
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id in ("upstream", "downstream") and event.row_key.value:
-            self.app.open_execution(int(event.row_key.value))  # type: ignore[attr-defined]
+            workbench(self.app).open_execution(int(event.row_key.value))
 
     # -- actions --------------------------------------------------------------------------
     def action_back(self) -> None:
@@ -223,12 +226,12 @@ class ExecutionScreen(Screen[None]):
         rerun(self.app, self.load())
 
     def _ask(self, purpose: str, placeholder: str, value: str = "") -> None:
+        self.purpose = purpose
         self.query_one(TabbedContent).active = "outputs"
         box = self.query_one("#outputs-input", Input)
         box.placeholder = placeholder
         box.value = value
         box.display = True
-        box.purpose = purpose  # type: ignore[attr-defined]
         box.focus()
 
     def action_export(self) -> None:
@@ -248,22 +251,21 @@ class ExecutionScreen(Screen[None]):
             return
         box = event.input
         box.display = False
-        purpose = getattr(box, "purpose", "")
         value = event.value.strip()
         if not value:
             return
-        store = DatumStore(self.app.ctx.home, self.db)  # type: ignore[attr-defined]
+        store = DatumStore(workbench(self.app).ctx.home, self.db)
         try:
-            if purpose == "export":
+            if self.purpose == "export":
                 started = time.monotonic()
                 written = [store.export(d, Path(value)) for d in datum_rows.produced_by(self.db, self.execution_id)]
                 self.notify(f"exported {len(written)} file(s) to {value} in {time.monotonic() - started:.1f}s")
-            elif purpose == "alias":
+            elif self.purpose == "alias":
                 table = self.query_one("#outputs-table", DataTable)
                 datum_id = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
                 store.set_alias(self.load()["project_id"], value, f"datum://{datum_id}")
                 self.notify(f"datum://{value} now points to this output")
-                self.app.store_changed_here()  # type: ignore[attr-defined]
+                workbench(self.app).store_changed_here()
         except Exception as exc:  # noqa: BLE001 (shown to the user, never a traceback)
             self.notify(str(exc), severity="error", timeout=8)
         self.query_one("#outputs-table", DataTable).focus()

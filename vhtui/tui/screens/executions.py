@@ -9,10 +9,11 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input
 
-from vhtui.tui.app import StoreChanged
+from vhtui.tui.messages import StoreChanged
 from vhtui.tui.widgets.status_line import StatusLine
 from vhtui.tui.actions import confirm_and_stop, rerun
 from vhtui.tui.widgets.execution_table import ExecutionTable
+from vhtui.tui.workbench import workbench
 
 
 class ExecutionsScreen(Screen[None]):
@@ -32,7 +33,7 @@ class ExecutionsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Input(placeholder="filter: text, status:error, step:train (enter to apply, esc to clear)", id="filter")
-        yield ExecutionTable(self.app.ctx.db, self.project_id, id="executions")  # type: ignore[attr-defined]
+        yield ExecutionTable(workbench(self.app).ctx.db, self.project_id, id="executions")
         yield StatusLine(id="status-line")
         yield Footer()
 
@@ -69,7 +70,7 @@ class ExecutionsScreen(Screen[None]):
         self.call_after_refresh(self._reload)
 
     def on_execution_table_opened(self, message: ExecutionTable.Opened) -> None:
-        self.app.open_execution(message.execution_id)  # type: ignore[attr-defined]
+        workbench(self.app).open_execution(message.execution_id)
 
     def on_execution_table_sort_changed(self, message: ExecutionTable.SortChanged) -> None:
         self._reload()
@@ -114,7 +115,7 @@ class ExecutionsScreen(Screen[None]):
         self.app.push_screen(CompareScreen(ids))
 
     def action_new(self) -> None:
-        self.app.open_launch()  # type: ignore[attr-defined]
+        workbench(self.app).open_launch()
 
     def action_rerun(self) -> None:
         execution = self._current()

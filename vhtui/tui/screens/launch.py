@@ -25,6 +25,7 @@ from vhtui.engine.params import resolve_parameters
 from vhtui.errors import VhtuiError
 from vhtui.project import load_project
 from vhtui.store import datums as datum_rows
+from vhtui.tui.workbench import workbench
 
 
 def _text(value: Any) -> str:
@@ -45,7 +46,7 @@ class DatumPicker(ModalScreen[str | None]):
         self.project_id = project_id
 
     def compose(self) -> ComposeResult:
-        db = self.app.ctx.db  # type: ignore[attr-defined]
+        db = workbench(self.app).ctx.db
         options = [Option(f"datum://{alias}  → {datum_id[:8]}", id=f"datum://{alias}")
                    for alias, datum_id in datum_rows.aliases(db, self.project_id).items()]
         options += [Option(f"{d['name']}  {d['size']:,} B  #{d.get('producer_counter') or '-'}  {d['id'][:8]}",
@@ -123,7 +124,7 @@ class LaunchScreen(Screen[None]):
             label = f"input {name}{'' if spec.optional else ' (required)'}: path, URL, datum:// (ctrl+d picks)"
             fields.append(self._field(label, Input(_text(default), id=f"input-{name}"), f"error-input-{name}"))
         runner = self.prefill.get("runner", "local")
-        choices = remotes.names(self.app.ctx)  # type: ignore[attr-defined]
+        choices = remotes.names(workbench(self.app).ctx)
         fields.append(self._field("runner", Select([(r, r) for r in choices], value=runner
                                                    if runner in choices else "local", allow_blank=False,
                                                    id="runner")))
@@ -142,8 +143,8 @@ class LaunchScreen(Screen[None]):
             elif isinstance(widget, Select):
                 if widget.value is not Select.BLANK:
                     values[name] = widget.value
-            elif widget.value.strip():  # type: ignore[attr-defined]
-                text = widget.value.strip()  # type: ignore[attr-defined]
+            elif isinstance(widget, Input) and widget.value.strip():
+                text = widget.value.strip()
                 values[name] = [v.strip() for v in text.split(",") if v.strip()] if parameter.multiple else text
         return values
 
@@ -199,7 +200,9 @@ class LaunchScreen(Screen[None]):
             if uri:
                 focused.value = uri
 
-        self.app.push_screen(DatumPicker(self.app.project_id), picked)  # type: ignore[attr-defined]
+        project_id = workbench(self.app).project_id
+        assert project_id is not None  # the app opens the launch form only inside a project
+        self.app.push_screen(DatumPicker(project_id), picked)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "launch":
@@ -223,7 +226,7 @@ class LaunchScreen(Screen[None]):
     def _launch(self, request: LaunchRequest) -> None:
         from vhtui.engine.launch import launch
 
-        ctx = self.app.ctx.with_new_connection()  # type: ignore[attr-defined]
+        ctx = workbench(self.app).ctx.with_new_connection()
         try:
             execution = launch(ctx, request, project=self.project)
         except VhtuiError as exc:
@@ -244,8 +247,8 @@ class LaunchScreen(Screen[None]):
     def _launched(self, execution: dict[str, Any]) -> None:
         self.notify(f"#{execution['counter']} {execution['step']} launched")
         self.app.pop_screen()
-        self.app.store_changed_here()  # type: ignore[attr-defined]
-        self.app.open_execution(execution["id"])  # type: ignore[attr-defined]
+        workbench(self.app).store_changed_here()
+        workbench(self.app).open_execution(execution["id"])
 
 
 class _OneParameter:

@@ -10,8 +10,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
 from vhtui.store import projects as project_rows
-from vhtui.tui.app import StoreChanged
+from vhtui.tui.messages import StoreChanged
 from vhtui.tui.widgets.status_line import StatusLine
+from vhtui.tui.workbench import workbench
 
 
 class ProjectsScreen(Screen[None]):
@@ -34,7 +35,7 @@ class ProjectsScreen(Screen[None]):
 
     def refresh_rows(self) -> None:
         table = self.query_one(DataTable)
-        db = self.app.ctx.db  # type: ignore[attr-defined]
+        db = workbench(self.app).ctx.db
         table.clear()
         for project, runs, last in project_rows.list_with_activity(db):
             when = datetime.fromtimestamp(last).strftime("%Y-%m-%d %H:%M") if last else "never"
@@ -43,7 +44,7 @@ class ProjectsScreen(Screen[None]):
                                            "no projects yet: run vhtui in a directory that holds a valohai.yaml")
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self.app.open_project(int(event.row_key.value))  # type: ignore[arg-type, attr-defined]
+        workbench(self.app).open_project(int(event.row_key.value))  # type: ignore[arg-type]
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 2:

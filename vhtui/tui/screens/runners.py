@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Footer, Header
 
 from vhtui.engine import remotes
 from vhtui.tui.widgets.status_line import StatusLine
+from vhtui.tui.workbench import workbench
 
 REFRESH_S = 5.0
 
@@ -43,7 +44,7 @@ class RunnersScreen(Screen[None]):
 
     @work(thread=True, exclusive=True)
     def ask_agents(self) -> None:
-        rows = remotes.health_of_all(self.app.ctx)  # type: ignore[attr-defined]
+        rows = remotes.health_of_all(workbench(self.app).ctx)
         self.app.call_from_thread(self.show, rows)
 
     def show(self, rows: list[dict[str, Any]]) -> None:
