@@ -68,6 +68,14 @@ def iter_events(db: Database, execution_id: int, after_seq: int = -1) -> Iterato
             yield start + offset, when, event
 
 
+def first_event_time(db: Database, execution_id: int) -> float:
+    """When the execution's first event arrived (0.0 before any): time zero of a chart's "time" axis."""
+    row = db.query_one(
+        "SELECT time FROM metadata WHERE execution_id = ? ORDER BY first_seq LIMIT 1", (execution_id,)
+    )
+    return float(row["time"]) if row else 0.0
+
+
 def next_seq(db: Database, execution_id: int) -> int:
     row = db.query_one(
         "SELECT COALESCE(MAX(first_seq + count), 0) AS n FROM metadata WHERE execution_id = ?", (execution_id,)

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from vhtui.store.db import Database
-from vhtui.store.metadata import iter_blocks
+from vhtui.store.metadata import first_event_time, iter_blocks
 
 _NUMBER_TYPES = frozenset((int, float))  # exact types: a JSON true/false is not a metric
 _EMPTY = np.empty(0, dtype=np.float64)
@@ -85,14 +85,6 @@ def numeric_keys(summary_or_events: Mapping[str, Any] | Iterable[Mapping[str, An
             if type(value) in _NUMBER_TYPES:
                 found.setdefault(key)
     return list(found)
-
-
-def first_event_time(db: Database, execution_id: int) -> float:
-    """When the execution's first event arrived: time zero of the "time" axis."""
-    row = db.query_one(
-        "SELECT time FROM metadata WHERE execution_id = ? ORDER BY first_seq LIMIT 1", (execution_id,)
-    )
-    return float(row["time"]) if row else 0.0
 
 
 def downsample_minmax(x: np.ndarray, y: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray]:

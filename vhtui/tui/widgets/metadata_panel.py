@@ -23,12 +23,11 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import ContentSwitcher, DataTable, Select, SelectionList, Static
 
-from vhtui.tui.series import Series, first_event_time, load_series, numeric_keys, to_csv
-from vhtui.store.metadata import iter_events
 from vhtui.errors import VhtuiError
 from vhtui.store import executions as execution_rows
 from vhtui.store import open_database
-from vhtui.store.metadata import next_seq
+from vhtui.store.metadata import first_event_time, iter_events, next_seq
+from vhtui.tui.series import Series, load_series, numeric_keys, to_csv
 from vhtui.tui.widgets.metric_chart import MetricChart
 
 POLL_INTERVAL_S = 0.5
