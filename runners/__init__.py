@@ -1,10 +1,24 @@
 """How a command runs somewhere: the Runner contract every backend implements.
 
 A runner knows nothing of vhtui. It is handed a `RunSpec` (a fully prepared command, its
-directories and environment), starts it, streams its output from a byte offset, waits for it,
-stops it with a grace period, and can find a run again from the `RunHandle.state` it returned
-(which the caller persists). Local processes, Docker containers, remote agents and Ray clusters all
-fit behind these five calls.
+directories and environment) and offers:
+
+- `preflight(image, gpus)`: refuse now, in one line, what `start` would refuse later;
+- `health()`: whether it can run things now, and what it offers (GPUs, CPUs, slots);
+- `visible_paths(dirs, run_id)`: where the command will see its folders;
+- `start(spec)` -> `RunHandle`, whose JSON-serialisable `state` the caller persists;
+- `stream(handle, offset)`: the output as chunks, with empty ticks while the run is quiet;
+- `wait(handle, timeout)`: the exit code; None while it is still running; `RunLost` when it is gone;
+- `stop(handle, grace)`: SIGTERM or its equivalent, forced after `grace` seconds;
+- `abandon(state)`: its owner died for good: end the run and clean up.
+
+What a runner can do is said by its capabilities, never by its name:
+
+- `uses_host_slots`: it runs on this host, so the caller takes one of this host's run slots and
+  GPUs for it (runners.slots) and hands the GPUs over in `RunSpec.gpu_ids`;
+- `needs_image`: a run must name an image;
+- `resumable`: its runs outlive their owner: `stream` resumes from any byte offset, and
+  `reattach(state)` finds a run again (the `ResumableRunner` protocol).
 """
 
 from __future__ import annotations
@@ -30,11 +44,12 @@ class RunSpec:
     config_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     image: str | None = None
-    gpu_ids: list[int] = field(default_factory=list)
+    gpus: int = 0  # how many GPUs the run asks for
+    gpu_ids: list[int] = field(default_factory=list)  # those of this host it was given (uses_host_slots)
     cpu_limit: float | None = None
     memory_limit_mb: int | None = None
     secret_env: frozenset[str] = frozenset()  # names whose values must never be logged
-    options: dict[str, Any] = field(default_factory=dict)  # runner-specific (e.g. env mode)
+    options: dict[str, Any] = field(default_factory=dict)  # runner-specific (the local env mode, say)
 
 
 @dataclass
@@ -57,6 +72,10 @@ class RunHandle:
 
 class RunnerError(Exception):
     """A runner could not do what was asked; the message is one line meant for the user."""
+
+
+class RunLost(RunnerError):
+    """The run is gone (its container removed, its agent forgot it): it will never report an exit."""
 
 
 def script_argv(script: Path, seen_as: str) -> list[str]:
@@ -95,16 +114,33 @@ def relay(chunks: ChunkQueue, handle: RunHandle, tick: float, skip: int = 0) -> 
 
 class Runner(Protocol):
     kind: str
+    uses_host_slots: bool
+    needs_image: bool
+    resumable: bool
+
+    def preflight(self, image: str | None, gpus: int) -> None:
+        """Raise a one-line RunnerError for what `start` would refuse: no image where one is
+        needed, an engine or agent that cannot be reached, fewer GPUs than asked for."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """{"health": "ok" or why not, "gpus": [{"index", "name", ...}], ...}: never raises."""
+        ...
+
+    def visible_paths(self, spec_dirs: dict[str, Path], run_id: str = "") -> dict[str, str]:
+        """Where the command sees the repository, inputs, outputs and config directories."""
+        ...
 
     def start(self, spec: RunSpec) -> RunHandle: ...
 
     def stream(self, handle: RunHandle, offset: int = 0, tick: float = 0.5) -> Iterator[OutputChunk]:
-        """Yield output from byte `offset` until the run ends; an empty chunk at least every `tick` s."""
+        """Yield output from byte `offset` (0 unless resumable) until the run ends; an empty chunk
+        at least every `tick` s."""
         ...
 
     def wait(self, handle: RunHandle, timeout: float | None = None) -> int | None:
-        """Return the exit code, or None if the run is still going after `timeout` seconds.
-        Where the runner knows why the run ended (out of memory, say), it sets
+        """The exit code; None if the run is still going after `timeout` seconds; RunLost when it is
+        gone. Where the runner knows why a run ended (out of memory, say), it sets
         `handle.state["end_reason"]`."""
         ...
 
@@ -112,16 +148,16 @@ class Runner(Protocol):
         """Ask the run to end (SIGTERM or equivalent), and force it after `grace` seconds."""
         ...
 
-    def reattach(self, state: dict[str, Any]) -> RunHandle | None:
-        """Find a run again after the caller restarted; None when it is gone."""
-        ...
-
     def abandon(self, state: dict[str, Any]) -> None:
         """Its owner died and will not come back: end the run and clean up what it left."""
         ...
 
-    def visible_paths(self, spec_dirs: dict[str, Path], run_id: str = "") -> dict[str, str]:
-        """Where the command sees the repository, inputs, outputs and config directories."""
+
+class ResumableRunner(Runner, Protocol):
+    """A runner whose runs outlive their owner (`resumable` is True)."""
+
+    def reattach(self, state: dict[str, Any]) -> RunHandle | None:
+        """Find a run again from the state its first owner persisted; None when it is gone."""
         ...
 
 

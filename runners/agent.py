@@ -47,9 +47,9 @@ from typing import Any
 from runners import RunnerError, RunSpec, get_runner
 from runners.frames import HEADER, KEEPALIVE, frame
 from runners.archive import BadArchive, Caps, ChunkReader, extract, pack
-from runners.hostinfo import host_info
+from runners.hostinfo import host_info, visible_gpus
 from runners.processes import is_running, start_time
-from runners.slots import try_acquire, visible_gpus
+from runners.slots import try_acquire
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 KEEPALIVE_S = 1.0

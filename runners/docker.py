@@ -3,13 +3,14 @@
 Code at /valohai/repository (the working directory), inputs read-only at /valohai/inputs, outputs
 at /valohai/outputs, config at /valohai/config, as Valohai lays them out. The container runs as the
 invoking user, so what it writes to the outputs belongs to that user, not to root. Output is read
-from the engine's multiplexed stream (no TTY, so stdout and stderr stay apart): a fresh run through
-a socket attached before the container starts (nothing is missed, and the engine sends large frames
-over a raw socket), a run found again through the logs endpoint from a byte offset. Since such a
-stream is known to block after a container ends, a waiter closes it once the container has exited. An init
+from the engine's multiplexed stream (no TTY, so stdout and stderr stay apart) through a socket
+attached before the container starts (nothing is missed, and the engine sends large frames over a
+raw socket). Since such a stream is known to block after a container ends, a waiter closes it
+once the container has exited. An init
 (docker's tini) is PID 1 and hands a stop's SIGTERM to the command's whole process group. Containers
 carry labels naming the process that started them; a runner starting up removes any whose owner
-has died, so a crashed supervisor never leaks one.
+has died, so a crashed supervisor never leaks one (and so a Docker run is not resumable: it ends
+with its owner).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from runners import OutputChunk, RunHandle, RunnerError, RunSpec, frames, register, relay, script_argv
+from runners import OutputChunk, RunHandle, RunLost, RunnerError, RunSpec, frames, register, relay, script_argv
+from runners.hostinfo import check_host_gpus, host_info
 from runners.processes import is_running, start_time
 
 CONTAINER_DIRS = {"repository": "/valohai/repository", "inputs": "/valohai/inputs",
@@ -95,10 +97,14 @@ class DockerRunner:
     """Options: `user` ("uid:gid", default the invoking user) and `network` ("host" or "none")."""
 
     kind = "docker"
+    uses_host_slots = True
+    needs_image = True
+    resumable = False
 
-    def __init__(self, user: str | None = None, network: str = "host", **_: Any) -> None:
+    def __init__(self, user: str | None = None, network: str = "host", gpus: Any = "auto", **_: Any) -> None:
         self.user = user or f"{os.getuid()}:{os.getgid()}"
         self.network = network
+        self.gpus = gpus
         self._client: Any = None
 
     @property
@@ -108,6 +114,20 @@ class DockerRunner:
         return self._client
 
     # -- the contract -------------------------------------------------------------------------
+    def preflight(self, image: str | None, gpus: int) -> None:
+        if not image:
+            raise RunnerError("this step names no image, which the docker runner needs "
+                              "(add one to the step, or use --image)")
+        ping_engine()
+        check_host_gpus(self.gpus, gpus)
+
+    def health(self) -> dict[str, Any]:
+        try:
+            ping_engine()
+        except RunnerError as exc:
+            return {"health": str(exc), "gpus": []}
+        return {"health": "ok", **host_info(self.gpus)}
+
     def start(self, spec: RunSpec) -> RunHandle:
         from docker.errors import APIError
         from docker.types import DeviceRequest, Mount
@@ -150,28 +170,19 @@ class DockerRunner:
                          live={"notes": notes, "attached": attached})
 
     def stream(self, handle: RunHandle, offset: int = 0, tick: float = 0.5) -> Iterator[OutputChunk]:
-        """The container's output from byte `offset`: live from the socket attached at start, else
-        replayed by the logs endpoint (which keeps the whole record) and followed from there."""
+        """The container's output, live from the socket attached at start."""
         live = handle.live or {}
+        attached = live.pop("attached", None)
+        if attached is None or offset:
+            raise RunnerError("a Docker run's output can only be read once, by the process that started it")
         for note in live.get("notes", []):
             yield OutputChunk("stderr", note)
         chunks: queue.Queue[OutputChunk | BaseException | None] = queue.Queue(maxsize=64)
-        attached = live.pop("attached", None)
-        if attached is not None and offset == 0:
-            read, close = attached.read, lambda: _shut(attached)
-        else:
-            if attached is not None:
-                _shut(attached)
-            api = self.client.api
-            response = api._get(api._url("/containers/{0}/logs", handle.state["container"]),
-                                params={"follow": 1, "stdout": 1, "stderr": 1}, stream=True)
-            api._raise_for_status(response)
-            read, close = response.raw.read1, response.close
-        pipe = _FramePipe(read, close, chunks)
+        pipe = _FramePipe(attached.read, lambda: _shut(attached), chunks)
         threading.Thread(target=pipe.read_all, name="docker-reader", daemon=True).start()
         threading.Thread(target=self._close_after_exit, args=(handle, pipe), name="docker-waiter",
                          daemon=True).start()
-        yield from relay(chunks, handle, tick, skip=offset)
+        yield from relay(chunks, handle, tick)
 
     def _close_after_exit(self, handle: RunHandle, pipe: _FramePipe) -> None:
         """docker's output stream can stay open after the container ends: close it once it is drained."""
@@ -192,7 +203,7 @@ class DockerRunner:
         except (ReadTimeout, ConnectionError):
             return None
         except NotFound:
-            return None
+            raise RunLost(f"its container {handle.state['container'][:12]} was removed") from None
         try:
             state = self.client.api.inspect_container(handle.state["container"])["State"]
         except Exception:  # noqa: BLE001 (removed meanwhile: the exit code is all there is)
@@ -211,17 +222,6 @@ class DockerRunner:
             self.client.api.stop(handle.state["container"], timeout=max(1, math.ceil(grace)))
         except APIError:
             pass
-
-    def reattach(self, state: dict[str, Any]) -> RunHandle | None:
-        from docker.errors import NotFound
-
-        try:
-            info = self.client.api.inspect_container(state["container"])
-        except NotFound:
-            return None
-        if not info["State"]["Running"]:
-            return None
-        return RunHandle(info["Config"]["Labels"].get(RUN_LABEL, ""), self.kind, dict(state))
 
     def abandon(self, state: dict[str, Any]) -> None:
         if state.get("container"):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from runners import OutputChunk, RunHandle, RunnerError, RunSpec, register, relay, script_argv
+from runners.hostinfo import check_host_gpus, host_info
 from runners.pyenv import activation_env, ensure_layered_venv
 
 _PR_SET_PDEATHSIG = 1
@@ -59,14 +60,25 @@ def group_alive(pgid: int) -> bool:
 class LocalRunner:
     """Runs a RunSpec as `sh script` (or the script's own shebang) in a new process group.
 
-    Options: `env_mode` is "venv" (default: a layered venv over `python`) or "current" (the
-    caller's environment as it is); `envs_dir` is where layered venvs are kept.
+    `envs_dir` is where layered venvs are kept; `gpus` is the GPU setting ("auto" asks NVML).
+    Spec options: `env_mode` is "venv" (default: a layered venv over `python`) or "current" (the
+    caller's environment as it is).
     """
 
     kind = "local"
+    uses_host_slots = True
+    needs_image = False
+    resumable = False  # a local run's pipes die with its owner: it can never be adopted
 
-    def __init__(self, envs_dir: str | Path | None = None, **_: Any) -> None:
+    def __init__(self, envs_dir: str | Path | None = None, gpus: Any = "auto", **_: Any) -> None:
         self.envs_dir = Path(envs_dir) if envs_dir else Path.home() / ".cache" / "vhtui-envs"
+        self.gpus = gpus
+
+    def preflight(self, image: str | None, gpus: int) -> None:
+        check_host_gpus(self.gpus, gpus)
+
+    def health(self) -> dict[str, Any]:
+        return {"health": "ok", **host_info(self.gpus)}
 
     def start(self, spec: RunSpec) -> RunHandle:
         env = dict(os.environ)
@@ -127,10 +139,6 @@ class LocalRunner:
                 return
             time.sleep(0.05)
         kill_group(pgid, signal.SIGKILL)
-
-    def reattach(self, state: dict[str, Any]) -> RunHandle | None:
-        """A local run's pipes die with its owner, so it can never be adopted."""
-        return None
 
     def abandon(self, state: dict[str, Any]) -> None:
         if state.get("pgid"):

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from runners import OutputChunk, RunHandle, RunnerError, RunSpec, frames, register
+from runners import OutputChunk, RunHandle, RunLost, RunnerError, RunSpec, frames, register
 from runners.archive import BadArchive, Caps, ChunkReader, extract, pack
 
 READ_TIMEOUT_S = 5.0  # the agent sends a keepalive every second: this much silence is a dead link
@@ -27,6 +27,9 @@ ACTIVE = ("uploaded", "starting", "queued", "running")
 
 class RemoteRunner:
     kind = "remote"
+    uses_host_slots = False  # the agent's host has slots of its own
+    needs_image = False  # an agent with the Docker backend refuses a run without one itself
+    resumable = True
 
     def __init__(self, url: str, token: str, name: str | None = None, verify: Any = True,
                  lost_after: float = LOST_AFTER_S, **_: Any) -> None:
@@ -59,6 +62,19 @@ class RemoteRunner:
         return response
 
     # -- the contract -------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        try:
+            return {"health": "ok", **self.call("GET", "/v1/host").json()}
+        except RunnerError as exc:
+            return {"health": str(exc), "gpus": []}
+
+    def preflight(self, image: str | None, gpus: int) -> None:
+        host = self.health()
+        if host["health"] != "ok":
+            raise RunnerError(host["health"])
+        if gpus > len(host["gpus"]):
+            raise RunnerError(f"this step asks for {gpus} GPU(s); runner {self.name} has {len(host['gpus'])}")
+
     def visible_paths(self, spec_dirs: dict[str, Path], run_id: str = "") -> dict[str, str]:
         layout = self.call("GET", "/v1/layout").json()
         if layout["backend"] == "docker":
@@ -73,9 +89,8 @@ class RemoteRunner:
         self.call("POST", f"/v1/runs/{spec.run_id}", json={
             "script": spec.script.name, "env": public, "image": spec.image,
             "secret_env": {k: spec.env[k] for k in spec.secret_env if k in spec.env},
-            "gpus": int(spec.options.get("gpus", 0)), "cpu_limit": spec.cpu_limit,
-            "memory_limit_mb": spec.memory_limit_mb,
-            "options": {k: v for k, v in spec.options.items() if k not in ("gpus", "python")},  # its own python
+            "gpus": spec.gpus, "cpu_limit": spec.cpu_limit, "memory_limit_mb": spec.memory_limit_mb,
+            "options": {k: v for k, v in spec.options.items() if k != "python"},  # the agent has its own python
         })
         return RunHandle(spec.run_id, self.kind, {"agent": self.url, "run": spec.run_id,
                                                   "outputs_dir": str(spec.outputs_dir)})
@@ -123,9 +138,12 @@ class RemoteRunner:
             try:
                 status = self.call("GET", f"/v1/runs/{handle.state['run']}").json()
                 contact = time.monotonic()
-            except RunnerError:
+            except RunLost:
+                raise
+            except RunnerError as exc:
                 if time.monotonic() - contact > self.lost_after:
-                    raise
+                    raise RunLost(f"out of contact with the runner agent {self.name} for "
+                                  f"{self.lost_after:.0f}s: {exc}") from None
                 status = {"state": "unknown"}
             if status["state"] not in ACTIVE and status["state"] != "unknown":
                 break
@@ -133,8 +151,7 @@ class RemoteRunner:
                 return None
             time.sleep(0.2)
         if status["state"] == "lost":
-            handle.state["end_reason"] = status.get("reason")
-            return None
+            raise RunLost(status.get("reason") or f"the runner agent {self.name} lost the run")
         if status.get("reason"):
             handle.state["end_reason"] = status["reason"]
         self.fetch_outputs(handle)
@@ -203,7 +220,8 @@ def _raise_for(response: Any, runner: RemoteRunner) -> None:
         message = response.json().get("error") or response.text
     except Exception:  # noqa: BLE001 (not JSON: say what came back)
         message = response.text[:200]
-    raise RunnerError(f"runner agent {runner.name}: {message} (HTTP {response.status_code})")
+    error = RunLost if response.status_code == 404 else RunnerError  # the agent does not know the run
+    raise error(f"runner agent {runner.name}: {message} (HTTP {response.status_code})")
 
 
 register("remote", RemoteRunner)

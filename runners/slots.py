@@ -13,23 +13,6 @@ from pathlib import Path
 from typing import Any
 
 
-def visible_gpus(setting: Any = "auto") -> list[int]:
-    """GPU indices this machine offers: the setting (a count or list; tests use it), else NVML."""
-    if isinstance(setting, list):
-        return [int(i) for i in setting]
-    text = str(setting).strip().lower()
-    if text in ("none", "0", ""):
-        return []
-    if text != "auto":
-        try:
-            return [int(i) for i in text.split(",")] if "," in text else list(range(int(text)))
-        except ValueError:
-            raise ValueError(f"bad GPU setting {setting!r}: use 'auto', a count or a list like 0,1") from None
-    from runners.hostinfo import nvml_gpus
-
-    return [gpu["index"] for gpu in nvml_gpus()]
-
-
 class SlotLease:
     def __init__(self, files: list[Any], gpu_ids: list[int]) -> None:
         self.files = files

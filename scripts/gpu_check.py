@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from runners import RunSpec, get_runner  # noqa: E402
-from runners.hostinfo import host_info  # noqa: E402
-from runners.slots import try_acquire, visible_gpus  # noqa: E402
+from runners.hostinfo import host_info, visible_gpus  # noqa: E402
+from runners.slots import try_acquire  # noqa: E402
 
 info = host_info()
 print("host_info:", json.dumps(info))

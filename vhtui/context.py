@@ -17,7 +17,7 @@ class Context:
 
     @classmethod
     def open(cls) -> Context:
-        home = current_home()
+        home = current_home().ensure()
         return cls(home=home, db=open_database(home.database), settings=load_settings(home))
 
     def with_new_connection(self) -> Context:

@@ -1,4 +1,8 @@
-"""Where vhtui keeps its state: `$VHTUI_HOME`, by default `~/.local/share/vhtui`."""
+"""Where vhtui keeps its state: `$VHTUI_HOME`, by default `~/.local/share/vhtui`.
+
+Every path under it is named here, so nothing else builds one by hand. Finding the home creates
+nothing; `ensure()` creates the root when something is about to be stored.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,52 @@ from pathlib import Path
 class Home:
     root: Path
 
+    def ensure(self) -> Home:
+        self.valid_configs.mkdir(parents=True, exist_ok=True)
+        return self
+
+    # -- the store and its settings -----------------------------------------------------------
     @property
     def database(self) -> Path:
         return self.root / "vhtui.sqlite3"
 
     @property
+    def config_file(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def keymap_file(self) -> Path:
+        return self.root / "keymap.toml"
+
+    @property
+    def runners_file(self) -> Path:
+        """Registered runner agents (`vhtui runner add`)."""
+        return self.root / "runners.json"
+
+    # -- executions ---------------------------------------------------------------------------
+    @property
     def executions(self) -> Path:
         return self.root / "executions"
 
+    def execution_dir(self, execution_id: int) -> Path:
+        return self.executions / str(execution_id)
+
+    def log_path(self, execution_id: int) -> Path:
+        return self.execution_dir(execution_id) / "output.log"
+
+    def supervisor_log(self, execution_id: int) -> Path:
+        return self.execution_dir(execution_id) / "supervisor.log"
+
+    @property
+    def envs(self) -> Path:
+        """Layered Python environments, shared by executions with the same requirements."""
+        return self.root / "envs"
+
+    @property
+    def slots(self) -> Path:
+        return self.root / "slots"
+
+    # -- data ---------------------------------------------------------------------------------
     @property
     def blobs(self) -> Path:
         return self.root / "blobs"
@@ -28,24 +70,48 @@ class Home:
         return self.root / "cache" / "inputs"
 
     @property
-    def envs(self) -> Path:
-        return self.root / "envs"
+    def source_index(self) -> Path:
+        """What each fetched input URL held last time (size, mtime, ETag -> checksum)."""
+        return self.root / "cache" / "sources"
 
     @property
-    def slots(self) -> Path:
-        return self.root / "slots"
+    def valid_configs(self) -> Path:
+        """valohai.yaml texts that passed schema validation, by hash: skipped next time."""
+        return self.root / "cache" / "valid-configs"
 
-    def execution_dir(self, execution_id: int) -> Path:
-        return self.executions / str(execution_id)
+    @property
+    def exports(self) -> Path:
+        """Where the workbench writes files it exports, unless the user names a place."""
+        return self.root / "exports"
 
-    def log_path(self, execution_id: int) -> Path:
-        return self.execution_dir(execution_id) / "output.log"
+    # -- deployments and agents ---------------------------------------------------------------
+    @property
+    def deployments(self) -> Path:
+        return self.root / "deployments"
+
+    def version_dir(self, version_id: int) -> Path:
+        return self.deployments / str(version_id)
+
+    def endpoint_dir(self, version_id: int, endpoint: str) -> Path:
+        return self.version_dir(version_id) / endpoint
+
+    @property
+    def router_state(self) -> Path:
+        """The running router's pid, start time, host and port."""
+        return self.deployments / "router.json"
+
+    @property
+    def router_log(self) -> Path:
+        return self.deployments / "router.log"
+
+    @property
+    def agent(self) -> Path:
+        """A runner agent's state (`vhtui runner serve`) unless it is given --state-dir."""
+        return self.root / "agent"
 
 
 def current_home() -> Home:
     root = os.environ.get("VHTUI_HOME") or os.path.join(
         os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "vhtui"
     )
-    home = Home(Path(root).resolve())
-    home.root.mkdir(parents=True, exist_ok=True)
-    return home
+    return Home(Path(root).resolve())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import io
@@ -67,14 +68,14 @@ def parse_config(text: str) -> Config:
 def _verdict_path(key: str) -> Path:
     from vhtui.home import current_home
 
-    return current_home().root / "cache" / "valid-configs" / hashlib.sha256(key.encode()).hexdigest()
+    return current_home().valid_configs / hashlib.sha256(key.encode()).hexdigest()
 
 
 def _remember_valid(verdict: Path) -> None:
+    """Only into a home that exists (`Home.ensure` makes the folder): loading creates no folders."""
     try:
-        verdict.parent.mkdir(parents=True, exist_ok=True)
         verdict.touch()
-    except OSError:  # a cache: failing to write it only costs time next launch
+    except OSError:  # no home yet, or a read-only one: it only costs time next launch
         pass
 
 
@@ -121,7 +122,9 @@ def match_step(config: Config, name: str) -> Step:
     if matches:
         names = ", ".join(sorted(s.name for s in matches))
         raise VhtuiError(f"step {name!r} is ambiguous: it matches {names}")
-    raise NotFound(f"no step {name!r} in valohai.yaml (steps: {known})")
+    close = difflib.get_close_matches(name, list(config.steps), n=1, cutoff=0.6)
+    suggestion = f"; did you mean {close[0]}?" if close else ""
+    raise NotFound(f"no step {name!r} in valohai.yaml{suggestion} (steps: {known})")
 
 
 def lint_files(paths: list[str], strict_warnings: bool, out: TextIO, ansi_colors: bool = False) -> int:

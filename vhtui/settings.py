@@ -30,7 +30,7 @@ class Settings:
 
 def load_settings(home: Home) -> Settings:
     settings = Settings()
-    path = home.root / "config.toml"
+    path = home.config_file
     if path.is_file():
         try:
             data = tomllib.loads(path.read_text())

@@ -44,7 +44,7 @@ class InputFetcher:
     def __init__(self, home: Home, datums: DatumStore, project_id: int, cwd: Path, progress: Progress) -> None:
         self.datums = datums
         self.blobs = datums.blobs
-        self.index_dir = home.root / "cache" / "sources"
+        self.index_dir = home.source_index
         self.project_id = project_id
         self.cwd = cwd
         self.progress = progress

@@ -12,31 +12,27 @@ Run as `python -m vhtui.deploy.process ENDPOINT_ID`.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from runners import RunnerError, RunSpec, get_runner
-from runners.local import kill_group
-from runners.processes import is_running, start_time
+from runners import Runner, RunnerError, RunSpec, get_runner
 from vhtui.context import Context
 from vhtui.deploy.metrics import vh_metadata_in
-from vhtui.deploy.versions import endpoint_dir
-from vhtui.supervision.logfile import LogReader, LogWriter
-from vhtui.supervision.jobscript import render_script
 from vhtui.errors import VhtuiError
 from vhtui.store import deployments as deployment_rows
+from vhtui.supervision import owner
+from vhtui.supervision.detach import start_detached
+from vhtui.supervision.jobscript import render_script
+from vhtui.supervision.logfile import LogReader, LogWriter
 
 WSGI_SERVER = Path(__file__).with_name("wsgi_server.py")
 READY_POLL_S = 0.05
 START_TIMEOUT_S = 60.0
-NEVER_STARTED_S = 30.0
 
 
 def free_port() -> int:
@@ -73,7 +69,7 @@ class EndpointSupervisor:
         self.endpoint: dict[str, Any] = deployment_rows.get_endpoint(ctx.db, endpoint_id)  # type: ignore[assignment]
         self.version: dict[str, Any] = deployment_rows.get_version_by_id(ctx.db, self.endpoint["version_id"])  # type: ignore[assignment]
         self.deployment = deployment_rows.get_deployment_by_id(ctx.db, self.version["deployment_id"])
-        self.dir = endpoint_dir(ctx, self.version["id"], self.endpoint["name"])
+        self.dir = ctx.home.endpoint_dir(self.version["id"], self.endpoint["name"])
         self.stop_requested = False
         self.timed_out = False
 
@@ -100,14 +96,15 @@ class EndpointSupervisor:
             env=env, options={"env_mode": self.version["env_mode"], "python": sys.executable if
                               self.version["env_mode"] == "current" else "python3"},
         )
-        runner = get_runner("local", envs_dir=self.ctx.home.envs)
-        self._update(status="starting", port=port, pid=os.getpid(), pid_started=start_time(os.getpid()))
+        runner = server_runner(self.ctx)
+        pid, started = owner.me()
+        self._update(status="starting", port=port, pid=pid, pid_started=started)
         try:
             handle = runner.start(run_spec)
         except RunnerError as exc:
             self._update(status="crashed", reason=str(exc))
             return 1
-        self._update(server_pgid=handle.state["pgid"])
+        self._update(runner_state=handle.state)
         log = LogWriter(self.dir / "output.log")
         ready = False
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -153,18 +150,18 @@ class EndpointSupervisor:
         deployment_rows.update_endpoint(self.ctx.db, self.endpoint["id"], **fields)
 
 
+def server_runner(ctx: Context) -> Runner:
+    """Endpoint servers run as local processes on this host."""
+    return get_runner("local", envs_dir=ctx.home.envs)
+
+
 # -- control, from the CLI and the TUI ------------------------------------------------------------
 def start_endpoint(ctx: Context, endpoint: dict[str, Any]) -> None:
     """Hand an endpoint to a new detached supervisor, which records its own pid and port."""
     deployment_rows.update_endpoint(ctx.db, endpoint["id"], status="starting", pid=None, pid_started=None,
-                                    server_pgid=None, port=None, reason=None, started_at=time.time())
-    directory = endpoint_dir(ctx, endpoint["version_id"], endpoint["name"])
-    with open(directory / "supervisor.log", "ab") as log:
-        subprocess.Popen(
-            [sys.executable, "-m", "vhtui.deploy.process", str(endpoint["id"])],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
-            env=dict(os.environ, VHTUI_HOME=str(ctx.home.root)),
-        )
+                                    runner_state=None, port=None, reason=None, started_at=time.time())
+    directory = ctx.home.endpoint_dir(endpoint["version_id"], endpoint["name"])
+    start_detached("vhtui.deploy.process", [str(endpoint["id"])], directory / "supervisor.log", ctx.home.root)
 
 
 def wait_settled(ctx: Context, endpoint_ids: list[int], timeout: float) -> list[dict[str, Any]]:
@@ -181,26 +178,26 @@ def wait_settled(ctx: Context, endpoint_ids: list[int], timeout: float) -> list[
 def stop_endpoint(ctx: Context, endpoint: dict[str, Any]) -> None:
     if endpoint["status"] not in deployment_rows.ACTIVE_STATUSES:
         return
-    if is_running(endpoint["pid"], endpoint["pid_started"]):
+    if owner.alive(endpoint["pid"], endpoint["pid_started"]):
         deployment_rows.update_endpoint(ctx.db, endpoint["id"], status="stopping")
-        os.kill(endpoint["pid"], signal.SIGTERM)
+        owner.signal_owner(endpoint["pid"], endpoint["pid_started"], signal.SIGTERM)
     else:
         _abandon(ctx, endpoint, "stopped", None)
 
 
 def reconcile_endpoints(ctx: Context) -> None:
-    """An endpoint whose supervisor is gone is `crashed`, and what its server left is killed."""
+    """An endpoint whose supervisor is gone is `crashed`, and what its server left is ended."""
+    now = time.time()
     for endpoint in deployment_rows.active_endpoints(ctx.db):
-        if endpoint["pid"] is None:
-            if time.time() - (endpoint["started_at"] or 0) > NEVER_STARTED_S:
-                _abandon(ctx, endpoint, "crashed", "its supervisor never started")
-        elif not is_running(endpoint["pid"], endpoint["pid_started"]):
-            _abandon(ctx, endpoint, "crashed", f"its supervisor (pid {endpoint['pid']}) died")
+        reason = owner.dead_owner_reason(endpoint["pid"], endpoint["pid_started"], endpoint["started_at"] or 0,
+                                         None, now)
+        if reason:
+            _abandon(ctx, endpoint, "crashed", reason)
 
 
 def _abandon(ctx: Context, endpoint: dict[str, Any], status: str, reason: str | None) -> None:
-    if endpoint["server_pgid"]:
-        kill_group(endpoint["server_pgid"])
+    if endpoint["runner_state"]:
+        server_runner(ctx).abandon(endpoint["runner_state"])
     deployment_rows.update_endpoint(ctx.db, endpoint["id"], status=status, reason=reason, port=None)
 
 

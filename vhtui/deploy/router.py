@@ -22,7 +22,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -32,13 +31,13 @@ from typing import Any
 import aiohttp
 import httpx
 
-from runners.processes import is_running, start_time
 from vhtui.context import Context
 from vhtui.deploy.metrics import RequestRecorder
-from vhtui.deploy.versions import deployments_dir
 from vhtui.errors import VhtuiError
 from vhtui.store import deployments as deployment_rows
 from vhtui.store import open_database
+from vhtui.supervision import owner
+from vhtui.supervision.detach import start_detached
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8700
@@ -303,10 +302,6 @@ async def _json(send: Any, status: int, payload: dict[str, Any]) -> None:
 
 
 # -- the router process ------------------------------------------------------------------------
-def state_path(ctx: Context) -> Path:
-    return deployments_dir(ctx) / "router.json"
-
-
 def check_port_free(host: str, port: int) -> None:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -322,9 +317,10 @@ def serve(ctx: Context, host: str, port: int) -> int:
     import uvicorn
 
     check_port_free(host, port)
-    state = state_path(ctx)
+    state = ctx.home.router_state
     state.parent.mkdir(parents=True, exist_ok=True)
-    state.write_text(json.dumps({"pid": os.getpid(), "started": start_time(os.getpid()), "host": host, "port": port}))
+    pid, started = owner.me()
+    state.write_text(json.dumps({"pid": pid, "started": started, "host": host, "port": port}))
     try:
         uvicorn.run(Router(ctx.home.database), host=host, port=port, log_level="warning", access_log=False,
                     lifespan="on", backlog=2048)
@@ -340,10 +336,10 @@ def serve(ctx: Context, host: str, port: int) -> int:
 def running_router(ctx: Context) -> dict[str, Any] | None:
     """The detached router's pid, host and port, if it is alive."""
     try:
-        state = json.loads(state_path(ctx).read_text())
+        state = json.loads(ctx.home.router_state.read_text())
     except (OSError, ValueError):
         return None
-    return state if is_running(state.get("pid"), state.get("started")) else None
+    return state if owner.alive(state.get("pid"), state.get("started")) else None
 
 
 def router_url(state: dict[str, Any]) -> str:
@@ -357,22 +353,16 @@ def ensure_router(ctx: Context, host: str = DEFAULT_HOST, port: int | None = Non
         return state
     port = port or default_port()
     check_port_free(host, port)
-    log_path = deployments_dir(ctx) / "router.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vhtui", "deploy", "serve", "--host", host, "--port", str(port)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
-            env=dict(os.environ, VHTUI_HOME=str(ctx.home.root)),
-        )
+    log_path = ctx.home.router_log
+    pid = start_detached("vhtui", ["deploy", "serve", "--host", host, "--port", str(port)], log_path, ctx.home.root)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if not owner.alive(pid, None):
             tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
             raise VhtuiError(f"the router did not start: {tail[0]}")
         try:
             httpx.get(f"http://{host}:{port}/_vh/health", timeout=0.5).raise_for_status()
-            return {"pid": proc.pid, "host": host, "port": port}
+            return {"pid": pid, "host": host, "port": port}
         except httpx.HTTPError:
             time.sleep(0.05)
     raise VhtuiError(f"the router did not answer on {host}:{port} within {timeout:.0f}s (see {log_path})")
@@ -392,8 +382,8 @@ def stop_router(ctx: Context, timeout: float = 10.0) -> bool:
     state = running_router(ctx)
     if state is None:
         return False
-    os.kill(state["pid"], signal.SIGTERM)
+    owner.signal_owner(state["pid"], state.get("started"), signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and is_running(state["pid"], state.get("started")):
+    while time.monotonic() < deadline and owner.alive(state["pid"], state.get("started")):
         time.sleep(0.05)
     return True

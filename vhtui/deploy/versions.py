@@ -25,14 +25,6 @@ from vhtui.store import projects as project_rows
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # safe as one segment of a URL path
 
 
-def deployments_dir(ctx: Context) -> Path:
-    return ctx.home.root / "deployments"
-
-
-def endpoint_dir(ctx: Context, version_id: int, endpoint: str) -> Path:
-    return deployments_dir(ctx) / str(version_id) / endpoint
-
-
 def check_name(kind: str, name: str) -> str:
     if not NAME.match(name) or name.startswith("_"):
         raise VhtuiError(f"invalid {kind} name {name!r}: use letters, digits, '.', '_' and '-'")
@@ -109,7 +101,7 @@ def create_version(
     if name and existing and deployment_rows.get_version(ctx.db, existing["id"], name):
         raise VhtuiError(f"deployment {deployment!r} already has a version {name!r}")  # before anything is written
     snapshot = code.snapshot(project.root, adhoc)
-    with code.staged(snapshot, deployments_dir(ctx), ".version-") as staging:
+    with code.staged(snapshot, ctx.home.deployments, ".version-") as staging:
         for endpoint in endpoints:
             repository = staging / endpoint["name"] / "repository"
             code.copy_tree(project.root, snapshot.files, repository)
@@ -123,7 +115,7 @@ def create_version(
         version_name = name or deployment_rows.next_version_name(ctx.db, deployment_row["id"])
         version = deployment_rows.create_version(ctx.db, deployment_row["id"], version_name, code_version,
                                                   env_mode, endpoints)
-        os.rename(staging, deployments_dir(ctx) / str(version["id"]))
+        os.rename(staging, ctx.home.version_dir(version["id"]))
     return version
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from typing import Any
 
 from vhtui.context import Context
-from vhtui.engine.reconcile import supervisor_alive
 from vhtui.store import executions as execution_rows
 from vhtui.store.executions import FINAL_STATUSES
+from vhtui.supervision import owner
 
 
 def request_stop(ctx: Context, execution: dict[str, Any]) -> bool:
@@ -18,12 +17,8 @@ def request_stop(ctx: Context, execution: dict[str, Any]) -> bool:
     if execution["status"] in FINAL_STATUSES:
         return False
     execution_rows.update(ctx.db, execution["id"], stop_requested_at=time.time())
-    if supervisor_alive(execution):
-        try:
-            os.kill(execution["supervisor_pid"], signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    elif execution["status"] == "created":
+    signalled = owner.signal_owner(execution["supervisor_pid"], execution["supervisor_started"], signal.SIGTERM)
+    if not signalled and execution["status"] == "created":
         execution_rows.update(ctx.db, execution["id"], status="stopped", reason="stopped before it was queued",
                               ended_at=time.time())
     return True

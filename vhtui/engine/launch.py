@@ -8,28 +8,28 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runners import RunnerError
+from runners.pyenv import ENV_MODES
 from vhtui.context import Context
 from vhtui.data.datums import DatumStore
 from vhtui.data.inputs import InputFetcher
-from runners import RunnerError
-from runners.pyenv import ENV_MODES
-from vhtui.engine import remotes
+from vhtui.engine import registry
 from vhtui.engine.params import build_command, resolve_parameters
-from vhtui.engine.slots import gpus_requested, visible_gpus
+from vhtui.engine.slots import gpus_requested
 from vhtui.errors import VhtuiError
 from vhtui.progress import Progress
-from vhtui.supervision import code
-from vhtui.supervision.jobscript import render_script
 from vhtui.project import Project, load_project
 from vhtui.store import executions as execution_rows
 from vhtui.store import projects as project_rows
+from vhtui.supervision import code
+from vhtui.supervision.detach import start_detached
+from vhtui.supervision.jobscript import render_script
+
 
 @dataclass
 class LaunchRequest:
@@ -49,29 +49,16 @@ class LaunchRequest:
 def choose_runner(ctx: Context, requested: str | None, environment: str | None) -> str:
     runner = requested or (ctx.settings.environments.get(environment) if environment else None) \
         or ctx.settings.default_runner
-    if runner not in remotes.names(ctx):
-        raise VhtuiError(f"unknown runner {runner!r} (available: {', '.join(remotes.names(ctx))})")
+    if runner not in registry.names(ctx):
+        raise VhtuiError(f"unknown runner {runner!r} (available: {', '.join(registry.names(ctx))})")
     return runner
 
 
-def check_runner(ctx: Context, runner: str, image: str | None, step_name: str, gpus: int = 0) -> None:
+def check_runner(ctx: Context, runner: str, image: str | None, gpus: int = 0) -> None:
     """Refuse now what the runner would refuse later: no image, no Docker engine, an agent that is
-    unreachable, refuses our token or has too few GPUs."""
-    if runner not in remotes.BUILT_IN:
-        host = remotes.health(ctx, runner)
-        if host["health"] != "ok":
-            raise VhtuiError(host["health"])
-        if gpus > len(host["gpus"]):
-            raise VhtuiError(f"step {step_name!r} asks for {gpus} GPU(s); runner {runner} has {len(host['gpus'])}")
-        return
-    if runner != "docker":
-        return
-    if not image:
-        raise VhtuiError(f"step {step_name!r} names no image, which the docker runner needs (or use --image)")
-    from runners.docker import ping_engine
-
+    unreachable or refuses our token, too few GPUs."""
     try:
-        ping_engine()
+        registry.open_runner(ctx, runner).preflight(image, gpus)
     except RunnerError as exc:
         raise VhtuiError(str(exc)) from None
 
@@ -87,11 +74,9 @@ def launch(
     script = render_script(build_command(step, parameters))
     runner = choose_runner(ctx, request.runner, step.environment)
     gpus = gpus_requested(step.resources)
-    check_runner(ctx, runner, request.image or step.image, step.name, gpus)
+    check_runner(ctx, runner, request.image or step.image, gpus)
     if request.env_mode not in ENV_MODES:
         raise VhtuiError(f"unknown environment mode {request.env_mode!r} (use {' or '.join(ENV_MODES)})")
-    if gpus and runner in remotes.BUILT_IN and gpus > len(available := visible_gpus(ctx.settings.gpus)):
-        raise VhtuiError(f"step {step.name!r} asks for {gpus} GPU(s); this machine has {len(available)}")
     python = shutil.which("python3") or sys.executable
 
     project_row = project_rows.find_by_path(ctx.db, project.root)
@@ -130,49 +115,14 @@ def launch(
 
 
 def start_supervisor(ctx: Context, execution_id: int, resume: bool = False) -> None:
-    """A detached supervisor: its own session, so it outlives the shell or TUI that asked.
-
-    A single-threaded caller (the CLI) forks it, which skips a second interpreter start and its
-    imports; a threaded one (the TUI) starts a fresh interpreter, since forking threads is unsafe.
-    """
-    log_path = ctx.home.execution_dir(execution_id) / "supervisor.log"
-    if hasattr(os, "fork") and threading.active_count() == 1:
-        with ctx.db.closed_for_fork():
-            _fork_supervisor(execution_id, log_path, resume)
-        return
-    with open(log_path, "ab") as log:
-        subprocess.Popen(
-            [sys.executable, "-m", "vhtui.engine.supervisor", str(execution_id), *(["--resume"] if resume else [])],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
-            env=dict(os.environ, VHTUI_HOME=str(ctx.home.root)),
-        )
+    """A detached supervisor owns the execution from here: forked from the CLI, or a fresh interpreter."""
+    args = [str(execution_id), *(["--resume"] if resume else [])]
+    start_detached("vhtui.engine.supervisor", args, ctx.home.supervisor_log(execution_id), ctx.home.root,
+                   main=_supervise, db=ctx.db)
 
 
-def _fork_supervisor(execution_id: int, log_path: Path, resume: bool = False) -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid:
-        os.waitpid(pid, 0)  # the intermediate child exits at once; the grandchild is adopted by init
-        return
-    code = 1
-    try:
-        os.setsid()
-        if os.fork():
-            os._exit(0)
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        null_fd = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null_fd, 0)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        from vhtui.engine import supervisor
+def _supervise(args: list[str]) -> int:
+    """The forked supervisor's body: its imports are paid by the child, not by the CLI that waits."""
+    from vhtui.engine import supervisor
 
-        code = supervisor.main([str(execution_id), *(["--resume"] if resume else [])])  # its own connection
-    except BaseException:  # noqa: BLE001 (nothing may escape a forked child)
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    return supervisor.main(args)

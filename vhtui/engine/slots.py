@@ -1,4 +1,4 @@
-"""What an execution asks of the machine's slots: how many GPUs, and which GPUs exist here.
+"""What an execution asks of this host's slots: how many GPUs, and which GPUs exist here.
 
 The slots themselves (flock-based, so a crash never leaks one) live in `runners.slots`, shared
 with the runner agent.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runners import slots
+from runners import hostinfo
 from runners.slots import SlotLease, try_acquire
 from vhtui.errors import VhtuiError
 
@@ -19,7 +19,7 @@ __all__ = ["GPU_RESOURCE", "SlotLease", "gpus_requested", "try_acquire", "visibl
 def visible_gpus(setting: Any = "auto") -> list[int]:
     """GPU indices this machine offers: the setting (a count or list; tests use it), else NVML."""
     try:
-        return slots.visible_gpus(setting)
+        return hostinfo.visible_gpus(setting)
     except ValueError as exc:
         raise VhtuiError(str(exc)) from None
 

@@ -11,31 +11,29 @@ Run as `python -m vhtui.engine.supervisor EXECUTION_ID`.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
 import time
 import traceback
-from typing import Any
+from typing import Any, cast
 
-from runners import RunHandle, RunnerError, RunSpec
+from runners import ResumableRunner, RunHandle, RunLost, Runner, RunnerError, RunSpec
 from vhtui.context import Context
 from vhtui.data.datums import DatumStore
 from vhtui.data.inputs import InputFile, materialize
 from vhtui.data.outputs import OutputCollector
-from vhtui.engine import conditions, remotes
-from vhtui.supervision.logfile import LogWriter, truncate_log
+from vhtui.engine import conditions, registry
 from vhtui.engine.metadata import MetadataSink
-from runners.processes import start_time
 from vhtui.engine.runtime import ExecutionDirs, vh_environment, write_config
 from vhtui.engine.slots import SlotLease, try_acquire, visible_gpus
 from vhtui.errors import VhtuiError
 from vhtui.store import executions as execution_rows
 from vhtui.store import metadata as metadata_rows
 from vhtui.store import projects as project_rows
+from vhtui.supervision import owner
+from vhtui.supervision.logfile import LogWriter, truncate_log
 
-HEARTBEAT_S = 2.0
 FLUSH_S = 0.25
 FLUSH_BLOCKS = 64
 CONTROL_S = 0.5
@@ -63,7 +61,7 @@ class Supervisor:
         self.signalled = True
 
     def _heartbeat(self, now: float, handle: RunHandle | None = None) -> None:
-        if now - self.last_heartbeat >= HEARTBEAT_S:
+        if now - self.last_heartbeat >= owner.HEARTBEAT_S:
             fields: dict[str, Any] = {"heartbeat_at": time.time()}
             if handle is not None and handle.state.get("checkpoint") != self.saved_checkpoint:
                 fields["runner_state"] = handle.state  # where a resumed supervisor would go on from
@@ -72,10 +70,7 @@ class Supervisor:
             self.last_heartbeat = now
 
     def _stop_requested(self) -> bool:
-        if self.signalled:
-            return True
-        row = self.db.query_one("SELECT stop_requested_at FROM executions WHERE id = ?", (self.id,))
-        return bool(row and row["stop_requested_at"])
+        return self.signalled or execution_rows.stop_requested(self.db, self.id)
 
     # -- lifecycle -------------------------------------------------------------------------
     def _claim(self, **fields: Any) -> bool:
@@ -83,19 +78,24 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.signal(signal.SIGINT, self._on_sigterm)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        pid = os.getpid()
-        return execution_rows.update(self.db, self.id, supervisor_pid=pid, supervisor_started=start_time(pid),
+        pid, started = owner.me()
+        return execution_rows.update(self.db, self.id, supervisor_pid=pid, supervisor_started=started,
                                      heartbeat_at=time.time(), **fields)
 
     def run(self) -> int:
         if not self._claim(status="queued", queued_at=time.time()):
             return 0  # already final (stopped before it was ever queued)
-        lease = self._wait_for_slot() if self.execution["runner"] in remotes.BUILT_IN else SlotLease([], [])
+        try:
+            runner = registry.open_runner(self.ctx, self.execution["runner"])
+        except VhtuiError as exc:
+            self._finish("error", None, str(exc))
+            return 1
+        lease = self._wait_for_slot() if runner.uses_host_slots else SlotLease([], [])
         if lease is None:
             self._finish("stopped", None, "stopped while queued")
             return 0
         try:
-            return self._run_with_slot(lease.gpu_ids)
+            return self._run_with_slot(runner, lease.gpu_ids)
         finally:
             lease.release()
 
@@ -111,7 +111,7 @@ class Supervisor:
             self._heartbeat(time.monotonic())
             time.sleep(0.2)
 
-    def _run_with_slot(self, gpu_ids: list[int]) -> int:
+    def _run_with_slot(self, runner: Runner, gpu_ids: list[int]) -> int:
         inputs = [InputFile(name=r["name"], position=r["position"], uri=r["uri"], filename=r["filename"],
                             sha256=r["sha256"], size=r["size"], datum_id=r["datum_id"])
                   for r in execution_rows.inputs_of(self.db, self.id)]
@@ -122,11 +122,10 @@ class Supervisor:
             self._finish("error", None, f"cannot lay out inputs: {exc}")
             return 1
         try:
-            runner = remotes.open_runner(self.ctx, self.execution["runner"])
             seen = runner.visible_paths({"repository": self.dirs.repository, "inputs": self.dirs.inputs,
                                          "outputs": self.dirs.outputs, "config": self.dirs.config},
                                         self.execution["uid"])
-        except (VhtuiError, RunnerError) as exc:
+        except RunnerError as exc:
             self._finish("error", None, str(exc))
             return 1
         write_config(self.dirs, self.execution, self.project, inputs, seen["inputs"])
@@ -136,11 +135,10 @@ class Supervisor:
         run_spec = RunSpec(
             run_id=self.execution["uid"], script=self.dirs.script, repository_dir=self.dirs.repository,
             inputs_dir=self.dirs.inputs, outputs_dir=self.dirs.outputs, config_dir=self.dirs.config, env=env,
-            image=self.execution.get("image"), gpu_ids=gpu_ids,
+            image=self.execution.get("image"), gpus=int(self.spec.get("gpus", 0)), gpu_ids=gpu_ids,
             cpu_limit=(resources.get("cpu") or {}).get("max"),
             memory_limit_mb=(resources.get("memory") or {}).get("max"),
-            options={"env_mode": self.spec.get("env_mode", "venv"), "python": self.spec.get("python"),
-                     "gpus": int(self.spec.get("gpus", 0))},
+            options={"env_mode": self.spec.get("env_mode", "venv"), "python": self.spec.get("python")},
         )
         if self._stop_requested():
             self._finish("stopped", None, "stopped before it started")
@@ -151,8 +149,7 @@ class Supervisor:
             self._finish("error", None, str(exc))
             return 1
         execution_rows.update(self.db, self.id, status="started", started_at=time.time(), runner_state=handle.state)
-        exit_code = self._pump(runner, handle)
-        return self._conclude(exit_code, handle.state.get("end_reason"))
+        return self._follow(runner, handle)
 
     def resume(self) -> int:
         """Take over a remote run whose supervisor died: go on from the last checkpoint, where the
@@ -160,11 +157,14 @@ class Supervisor:
         self._claim()
         state = self.execution.get("runner_state") or {}
         try:
-            runner = remotes.open_runner(self.ctx, self.execution["runner"])
+            runner = registry.open_runner(self.ctx, self.execution["runner"])
         except VhtuiError as exc:
             self._finish("crashed", None, f"its supervisor died and the runner is gone: {exc}")
             return 1
-        handle = runner.reattach(state)
+        if not runner.resumable:
+            self._finish("crashed", None, f"its supervisor died, and runs on {self.execution['runner']} end with it")
+            return 1
+        handle = cast(ResumableRunner, runner).reattach(state)
         if handle is None:
             self._finish("crashed", None, f"its supervisor died and runner {self.execution['runner']} "
                                           "no longer has the run")
@@ -172,15 +172,25 @@ class Supervisor:
         checkpoint = state.get("checkpoint") or {"offset": 0, "log_size": 0, "seq": 0}
         truncate_log(self.ctx.home.log_path(self.id), checkpoint["log_size"])
         metadata_rows.truncate(self.db, self.id, checkpoint["seq"])
-        exit_code = self._pump(runner, handle, checkpoint["offset"], self.execution.get("metadata_summary"))
+        return self._follow(runner, handle, checkpoint["offset"], self.execution.get("metadata_summary"))
+
+    def _follow(self, runner: Runner, handle: RunHandle, offset: int = 0,
+                summary: dict[str, Any] | None = None) -> int:
+        """Pump the run's output until it ends, then conclude; a run that vanished has crashed."""
+        try:
+            exit_code = self._pump(runner, handle, offset, summary)
+        except RunLost as exc:
+            self.collector.collect_all()
+            self._finish("crashed", None, f"the run was lost: {exc}")
+            return 1
         return self._conclude(exit_code, handle.state.get("end_reason"))
 
-    def _pump(self, runner: Any, handle: RunHandle, offset: int = 0,
+    def _pump(self, runner: Runner, handle: RunHandle, offset: int = 0,
               summary: dict[str, Any] | None = None) -> int | None:
         """Move output to the log and the store until the run ends; enforce limits meanwhile."""
         log = LogWriter(self.ctx.home.log_path(self.id))
         sink = MetadataSink(self.ctx.home.database, self.id, summary)
-        resumable = self.execution["runner"] not in remotes.BUILT_IN
+        resumable = runner.resumable
         time_limit = self.spec.get("time_limit")
         no_output = self.spec.get("no_output_timeout")
         stop_condition = self.spec.get("stop_condition")
@@ -221,7 +231,7 @@ class Supervisor:
             sink.close()
         return runner.wait(handle)
 
-    def _begin_stop(self, runner: Any, handle: RunHandle, status: str, reason: str) -> bool:
+    def _begin_stop(self, runner: Runner, handle: RunHandle, status: str, reason: str) -> bool:
         """Start stopping without blocking the pump: output must keep flowing while the run ends."""
         self.stop_reason = (status, reason)
         execution_rows.update(self.db, self.id, status="stopping")

@@ -12,10 +12,11 @@ from typing import Any
 from vhtui.store.db import Database, decode, dumps
 
 ACTIVE_STATUSES = ("starting", "running", "stopping")
+ENDPOINT_JSON_FIELDS = ("spec", "files", "runner_state")
 
 
 def _endpoint(row: sqlite3.Row | None) -> dict[str, Any] | None:
-    return decode(row, ("spec", "files"))
+    return decode(row, ENDPOINT_JSON_FIELDS)
 
 
 def _version(row: sqlite3.Row | None) -> dict[str, Any] | None:
@@ -101,9 +102,10 @@ def active_endpoints(db: Database) -> list[dict[str, Any]]:
 
 
 def update_endpoint(db: Database, endpoint_id: int, **fields: Any) -> None:
-    sets = ", ".join(f"{k} = ?" for k in fields)
+    values = {k: dumps(v) if k in ENDPOINT_JSON_FIELDS and v is not None else v for k, v in fields.items()}
+    sets = ", ".join(f"{k} = ?" for k in values)
     with db.write() as conn:
-        conn.execute(f"UPDATE deployment_endpoints SET {sets} WHERE id = ?", (*fields.values(), endpoint_id))
+        conn.execute(f"UPDATE deployment_endpoints SET {sets} WHERE id = ?", (*values.values(), endpoint_id))
 
 
 # -- aliases -------------------------------------------------------------------------------------

@@ -72,6 +72,29 @@ def update(db: Database, execution_id: int, only_if_active: bool = True, **field
         return conn.execute(sql, params).rowcount > 0
 
 
+def stop_requested(db: Database, execution_id: int) -> bool:
+    row = db.query_one("SELECT stop_requested_at FROM executions WHERE id = ?", (execution_id,))
+    return bool(row and row["stop_requested_at"])
+
+
+def claim_dead_owner(db: Database, execution_id: int, dead_pid: int, now: float) -> bool:
+    """Clear a dead supervisor's pid, once: of all the readers that saw it dead, only the one whose
+    UPDATE changes the row takes the execution over."""
+    with db.write() as conn:
+        return conn.execute("UPDATE executions SET supervisor_pid = NULL, heartbeat_at = ? "
+                            "WHERE id = ? AND supervisor_pid = ?", (now, execution_id, dead_pid)).rowcount > 0
+
+
+def active_by_runner(db: Database) -> dict[str, dict[str, int]]:
+    """{runner: {status: count}} of the executions not yet ended, in every project."""
+    marks = ", ".join("?" for _ in ACTIVE_STATUSES)
+    counts: dict[str, dict[str, int]] = {}
+    for row in db.query(f"SELECT runner, status, count(*) AS n FROM executions WHERE status IN ({marks}) "
+                        "GROUP BY runner, status", ACTIVE_STATUSES):
+        counts.setdefault(row["runner"], {})[row["status"]] = row["n"]
+    return counts
+
+
 def inputs_of(db: Database, execution_id: int) -> list[dict[str, Any]]:
     return [
         dict(r)

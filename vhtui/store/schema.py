@@ -190,4 +190,11 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (deployment_id, source, target, second)
     ) WITHOUT ROWID;
     """,
+    # 3: an endpoint's server is found again from its runner's own state, as an execution's run is
+    """
+    ALTER TABLE deployment_endpoints ADD COLUMN runner_state TEXT;
+    UPDATE deployment_endpoints SET runner_state = json_object('pid', server_pgid, 'pgid', server_pgid)
+        WHERE server_pgid IS NOT NULL;
+    ALTER TABLE deployment_endpoints DROP COLUMN server_pgid;
+    """,
 ]

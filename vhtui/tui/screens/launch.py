@@ -18,7 +18,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Header, Input, Label, OptionList, Select, Static, Switch
 from textual.widgets.option_list import Option
 
-from vhtui.engine import remotes
+from vhtui.engine import registry
 from runners.pyenv import ENV_MODES
 from vhtui.engine.launch import LaunchRequest
 from vhtui.engine.params import resolve_parameters
@@ -124,7 +124,7 @@ class LaunchScreen(Screen[None]):
             label = f"input {name}{'' if spec.optional else ' (required)'}: path, URL, datum:// (ctrl+d picks)"
             fields.append(self._field(label, Input(_text(default), id=f"input-{name}"), f"error-input-{name}"))
         runner = self.prefill.get("runner", "local")
-        choices = remotes.names(workbench(self.app).ctx)
+        choices = registry.names(workbench(self.app).ctx)
         fields.append(self._field("runner", Select([(r, r) for r in choices], value=runner
                                                    if runner in choices else "local", allow_blank=False,
                                                    id="runner")))

@@ -14,7 +14,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
-from vhtui.engine import remotes
+from vhtui.engine import registry
 from vhtui.tui.widgets.status_line import StatusLine
 from vhtui.tui.workbench import workbench
 
@@ -33,7 +33,7 @@ class RunnersScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns(*remotes.HEALTH_HEADERS)
+        table.add_columns(*registry.HEALTH_HEADERS)
         self.show([])
         self.action_refresh()
         self.set_interval(REFRESH_S, self.action_refresh)
@@ -44,7 +44,7 @@ class RunnersScreen(Screen[None]):
 
     @work(thread=True, exclusive=True)
     def ask_agents(self) -> None:
-        rows = remotes.health_of_all(workbench(self.app).ctx)
+        rows = registry.health_of_all(workbench(self.app).ctx)
         self.app.call_from_thread(self.show, rows)
 
     def show(self, rows: list[dict[str, Any]]) -> None:
@@ -53,7 +53,7 @@ class RunnersScreen(Screen[None]):
         table.add_row("local", "this machine", "ok", "", "", "", "", key="local")
         table.add_row("docker", "local Docker engine", "ok when dockerd runs", "", "", "", "", key="docker")
         for row in rows:
-            table.add_row(*remotes.health_columns(row), key=row["name"])
+            table.add_row(*registry.health_columns(row), key=row["name"])
         self.query_one(StatusLine).text = (
             f"{len(rows)} remote runner(s) · vhtui runner add NAME URL --token-file F registers one · r refreshes")
 

@@ -9,10 +9,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from vhtui.cli import _context, _print_json, _project_id, _table
+from vhtui.cli.common import open_context, print_json, print_table, project_id
 from vhtui.errors import VhtuiError
-
-START_TIMEOUT_S = 60.0
 
 
 def _deployment(ctx: Any, name: str) -> dict[str, Any]:
@@ -20,7 +18,7 @@ def _deployment(ctx: Any, name: str) -> dict[str, Any]:
     from vhtui.deploy.versions import find_deployment
 
     reconcile_endpoints(ctx)
-    return find_deployment(ctx, _project_id(ctx), name)
+    return find_deployment(ctx, project_id(ctx), name)
 
 
 def _versions(ctx: Any, deployment: dict[str, Any], refs: list[str]) -> list[dict[str, Any]]:
@@ -43,7 +41,7 @@ def cmd_version_create(args: argparse.Namespace) -> int:
     from vhtui.deploy.versions import create_version
     from vhtui.project import find_root
 
-    ctx = _context()
+    ctx = open_context()
     version = create_version(ctx, find_root(), args.deployment, args.endpoint, args.file, name=args.name,
                              adhoc=args.adhoc, env_mode=args.env)
     print(version["name"])
@@ -51,95 +49,58 @@ def cmd_version_create(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from vhtui.deploy.process import start_endpoint, wait_settled
-    from vhtui.deploy.router import ensure_router
-    from vhtui.store import deployments as deployment_rows
+    from vhtui.deploy.serving import start_versions
 
-    ctx = _context()
+    ctx = open_context()
     deployment = _deployment(ctx, args.deployment)
-    router = ensure_router(ctx, port=args.router_port)
-    started = []
-    for version in _versions(ctx, deployment, args.versions):
-        deployment_rows.set_enabled(ctx.db, version["id"], True)
-        for endpoint in deployment_rows.endpoints_of(ctx.db, version["id"]):
-            if endpoint["status"] not in ("starting", "running"):
-                start_endpoint(ctx, endpoint)
-            started.append((version, endpoint["id"]))
-    rows = wait_settled(ctx, [i for _, i in started], args.timeout)
+    router, served = start_versions(ctx, _versions(ctx, deployment, args.versions), args.router_port, args.timeout)
     failed = []
-    for (version, _), endpoint in zip(started, rows):
-        url = f"http://{router['host']}:{router['port']}/{args.deployment}/{version['name']}/{endpoint['name']}/"
-        print(f"{version['name']}/{endpoint['name']}  {endpoint['status']}  "
-              + (url if endpoint["status"] == "running" else endpoint["reason"] or ""))
-        if endpoint["status"] != "running":
-            failed.append(f"{version['name']}/{endpoint['name']} {endpoint['status']}"
-                          + (f" ({endpoint['reason']})" if endpoint["reason"] else ""))
+    for item in served:
+        name = f"{item.version['name']}/{item.endpoint['name']}"
+        url = f"http://{router['host']}:{router['port']}/{args.deployment}/{name}/"
+        print(f"{name}  {item.endpoint['status']}  " + (url if item.running else item.endpoint["reason"] or ""))
+        if not item.running:
+            failed.append(f"{name} {item.endpoint['status']}"
+                          + (f" ({item.endpoint['reason']})" if item.endpoint["reason"] else ""))
     if failed:
         raise VhtuiError("did not start: " + "; ".join(failed))
     return 0
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from vhtui.deploy.process import reconcile_endpoints, stop_endpoint, wait_settled
-    from vhtui.deploy.router import stop_router
-    from vhtui.store import deployments as deployment_rows
+    from vhtui.deploy.serving import stop_everything, stop_versions
 
-    ctx = _context()
+    ctx = open_context()
+    router_stopped = False
     if args.all:
-        reconcile_endpoints(ctx)
-        endpoints = deployment_rows.active_endpoints(ctx.db)
+        ended, router_stopped = stop_everything(ctx)
     elif args.deployment:
-        deployment = _deployment(ctx, args.deployment)
-        endpoints = []
-        for version in _versions(ctx, deployment, args.versions):
-            deployment_rows.set_enabled(ctx.db, version["id"], False)
-            endpoints += deployment_rows.endpoints_of(ctx.db, version["id"])
+        ended = stop_versions(ctx, _versions(ctx, _deployment(ctx, args.deployment), args.versions))
     else:
         raise VhtuiError("name a deployment (and versions), or --all")
-    for endpoint in endpoints:
-        stop_endpoint(ctx, endpoint)
-    for endpoint in wait_settled(ctx, [e["id"] for e in endpoints], ctx.settings.stop_grace + 10):
+    for endpoint in ended:
         print(f"{endpoint['name']} (endpoint {endpoint['id']}) {endpoint['status']}")
-    if args.all and stop_router(ctx):
+    if router_stopped:
         print("router stopped")
     return 0
 
 
 def cmd_alias_set(args: argparse.Namespace) -> int:
-    from vhtui.deploy.router import notify_router
-    from vhtui.deploy.versions import check_name
-    from vhtui.store import deployments as deployment_rows
+    from vhtui.deploy.aliases import set_alias
 
-    ctx = _context()
-    deployment = _deployment(ctx, args.deployment)
-    check_name("alias", args.alias)
-    version = deployment_rows.get_version(ctx.db, deployment["id"], args.version)
-    if version is None:
-        raise VhtuiError(f"deployment {args.deployment!r} has no version {args.version!r}")
-    down = [e["name"] for e in deployment_rows.endpoints_of(ctx.db, version["id"]) if e["status"] != "running"]
-    if down and not args.force:
-        raise VhtuiError(f"version {args.version!r} is not serving ({', '.join(down)} not running): "
-                         f"`vhtui deploy start {args.deployment} {args.version}` first, or --force")
-    deployment_rows.set_alias(ctx.db, deployment["id"], args.alias, version["id"])
-    notify_router(ctx)
+    ctx = open_context()
+    set_alias(ctx, _deployment(ctx, args.deployment), args.alias, args.version, force=args.force)
     print(f"{args.deployment}/{args.alias} -> {args.version}")
     return 0
 
 
 def cmd_mirror(args: argparse.Namespace) -> int:
-    from vhtui.deploy.router import notify_router
-    from vhtui.store import deployments as deployment_rows
+    from vhtui.deploy.aliases import set_mirror
 
-    ctx = _context()
-    deployment = _deployment(ctx, args.deployment)
-    aliases = {a["name"] for a in deployment_rows.aliases_of_deployment(ctx.db, deployment["id"])}
-    for alias in filter(None, (args.source, args.target)):
-        if alias not in aliases:
-            raise VhtuiError(f"deployment {args.deployment!r} has no alias {alias!r}")
     if not args.off and not args.target:
         raise VhtuiError("name the alias to mirror to (or --off)")
-    deployment_rows.set_mirror(ctx.db, deployment["id"], args.source, None if args.off else args.target)
-    notify_router(ctx)
+    ctx = open_context()
+    set_mirror(ctx, _deployment(ctx, args.deployment), args.source, None if args.off else args.target)
     print(f"{args.source}: mirroring off" if args.off else f"{args.source}: traffic mirrored to {args.target}")
     return 0
 
@@ -161,11 +122,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from vhtui.deploy.process import reconcile_endpoints
     from vhtui.store import deployments as deployment_rows
 
-    ctx = _context()
+    ctx = open_context()
     reconcile_endpoints(ctx)
-    docs = [_deployment_document(ctx, d) for d in deployment_rows.list_deployments(ctx.db, _project_id(ctx))]
+    docs = [_deployment_document(ctx, d) for d in deployment_rows.list_deployments(ctx.db, project_id(ctx))]
     if args.json:
-        _print_json({"count": len(docs), "results": docs})
+        print_json({"count": len(docs), "results": docs})
         return 0
     rows = []
     for doc in docs:
@@ -175,19 +136,19 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 rows.append([doc["name"], version["version"], aliases, endpoint["name"], endpoint["status"],
                              str(endpoint["requests"]["requests"]), _url(ctx, doc["name"], version["version"],
                                                                          endpoint["name"])])
-    _table(rows, ["deployment", "version", "aliases", "endpoint", "status", "requests", "url"])
+    print_table(rows, ["deployment", "version", "aliases", "endpoint", "status", "requests", "url"])
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    ctx = _context()
+    ctx = open_context()
     deployment = _deployment(ctx, args.deployment)
     doc = _deployment_document(ctx, deployment)
     if args.version:
         wanted = _versions(ctx, deployment, [args.version])[0]["name"]
         doc["versions"] = [v for v in doc["versions"] if v["version"] == wanted]
     if args.json:
-        _print_json(doc)
+        print_json(doc)
         return 0
     print(f"deployment {doc['name']}")
     for alias, target in doc["aliases"].items():
@@ -218,11 +179,10 @@ def _latencies(summary: dict[str, Any]) -> str:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from vhtui.deploy.versions import endpoint_dir
     from vhtui.supervision.logfile import LogReader
     from vhtui.store import deployments as deployment_rows
 
-    ctx = _context()
+    ctx = open_context()
     deployment = _deployment(ctx, args.deployment)
     version = _versions(ctx, deployment, [args.version])[0]
     endpoints = deployment_rows.endpoints_of(ctx.db, version["id"])
@@ -231,7 +191,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         raise VhtuiError(f"version {version['name']!r} has no endpoint {args.endpoint!r}")
     out = sys.stdout.buffer
     for endpoint in chosen:
-        path = endpoint_dir(ctx, version["id"], endpoint["name"]) / "output.log"
+        path = ctx.home.endpoint_dir(version["id"], endpoint["name"]) / "output.log"
         if path.exists():
             for _, _, line in LogReader(path).read_lines(0):
                 out.write((f"[{endpoint['name']}] " if len(chosen) > 1 else "").encode() + line + b"\n")
@@ -243,9 +203,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from vhtui.deploy.compare import compare_aliases, differences, send_to_both
     from vhtui.deploy.router import ensure_router, router_url
 
-    ctx = _context()
+    ctx = open_context()
     _deployment(ctx, args.deployment)
-    doc = compare_aliases(ctx, _project_id(ctx), args.deployment, args.left, args.right)
+    doc = compare_aliases(ctx, project_id(ctx), args.deployment, args.left, args.right)
     if args.request is not None:
         endpoint = args.endpoint or doc["sides"][0]["endpoints"][0]["name"]
         answers = send_to_both(router_url(ensure_router(ctx)), args.deployment, [args.left, args.right], endpoint,
@@ -253,7 +213,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         doc["request"] = {"endpoint": endpoint, "path": args.request, "answers": answers,
                           "differences": differences(answers[0]["body"], answers[1]["body"])}
     if args.json:
-        _print_json(doc)
+        print_json(doc)
         return 0
     rows: list[list[str]] = []
 
@@ -277,7 +237,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             row(f"{name} {q[:3]} ms", _ms(ra[q]), _ms(rb[q]))
         for key in dict.fromkeys([*a["metadata"], *b["metadata"]]):
             row(f"{name} {key}", a["metadata"].get(key, "—"), b["metadata"].get(key, "—"))
-    _table(rows, ["", "", left["alias"], right["alias"]])
+    print_table(rows, ["", "", left["alias"], right["alias"]])
     if doc["mirror"]:
         m = doc["mirror"]
         agreement = f"{m['agreement']:.1%}" if m["agreement"] is not None else "no traffic yet"
@@ -313,8 +273,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if not args.kubernetes:
         raise VhtuiError("choose an export format: --kubernetes")
-    ctx = _context()
-    manifests = export_manifests(ctx, _project_id(ctx), args.deployment)
+    ctx = open_context()
+    manifests = export_manifests(ctx, project_id(ctx), args.deployment)
     class PlainDumper(yaml.SafeDumper):
         def ignore_aliases(self, data: Any) -> bool:  # labels repeat; kubectl users expect them spelled out
             return True
@@ -356,7 +316,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("deployment", metavar="DEPLOYMENT")
     p.add_argument("versions", nargs="*", metavar="VERSION")
     p.add_argument("--router-port", type=int, help="where to start the router if it is not running")
-    p.add_argument("--timeout", type=float, default=START_TIMEOUT_S, help="seconds to wait for each to listen")
+    p.add_argument("--timeout", type=float, help="seconds to wait for each to listen (default 60)")
     p.set_defaults(func=cmd_start)
 
     p = actions.add_parser("stop", help="stop versions (all of the deployment's by default)")

@@ -1,20 +1,20 @@
-"""`vhtui runner ...`: serve an agent on a GPU host, and register, list and remove remote runners."""
+"""`vhtui runner ...`: serve an agent on a GPU host; register and remove agents; list every runner."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from vhtui.cli.common import open_context, print_json, print_table
 from vhtui.errors import VhtuiError
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from runners.agent import AgentConfig, serve
     from runners.archive import Caps
-    from runners.slots import visible_gpus
-    from vhtui.engine.remotes import read_token
+    from runners.hostinfo import visible_gpus
+    from vhtui.engine.registry import read_token
     from vhtui.home import current_home
 
     if args.backend not in ("local", "docker"):
@@ -25,7 +25,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         visible_gpus(args.gpus)
     except ValueError as exc:
         raise VhtuiError(str(exc)) from None
-    state = Path(args.state_dir) if args.state_dir else current_home().root / "agent"
+    state = Path(args.state_dir) if args.state_dir else current_home().agent
     config = AgentConfig(state_dir=state.resolve(), token=read_token(args.token_file), backend=args.backend,
                          slots=args.slots, gpus=args.gpus,
                          caps=Caps(max_bytes=int(args.max_upload_mb * (1 << 20)), max_files=args.max_files))
@@ -37,32 +37,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from vhtui.cli import _context
-    from vhtui.engine import remotes
+    from vhtui.engine import registry
 
-    remotes.add(_context(), args.name, args.url, args.token_file, args.ca_file)
+    registry.add(open_context(), args.name, args.url, args.token_file, args.ca_file)
     print(f"runner {args.name} -> {args.url}")
     return 0
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    from vhtui.cli import _context
-    from vhtui.engine import remotes
+    from vhtui.engine import registry
 
-    remotes.remove(_context(), args.name)
+    registry.remove(open_context(), args.name)
     print(f"removed runner {args.name}")
     return 0
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from vhtui.cli import _context, _table
-    from vhtui.engine import remotes
+    from vhtui.engine import registry
 
-    rows = remotes.health_of_all(_context())
+    rows = registry.health_of_all(open_context())
     if args.json:
-        print(json.dumps({"count": len(rows), "results": rows}, indent=2))
+        print_json({"count": len(rows), "results": rows})
         return 0
-    _table([remotes.health_columns(row) for row in rows], list(remotes.HEALTH_HEADERS))
+    print_table([registry.health_columns(row) for row in rows], list(registry.HEALTH_HEADERS))
     return 0
 
 
@@ -88,7 +85,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--token-file", required=True)
     p.add_argument("--ca-file", help="CA certificate to trust for an agent's TLS certificate")
     p.set_defaults(func=cmd_add)
-    p = actions.add_parser("ls", help="registered runners: health, GPUs, free slots, running and queued")
+    p = actions.add_parser("ls", help="every runner (local, docker, agents): health, GPUs, free slots, "
+                                      "running and queued")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ls)
     p = actions.add_parser("rm", help="forget a registered runner")

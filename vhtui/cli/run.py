@@ -1,4 +1,8 @@
-"""`vhtui run STEP ...`: options generated from the step, launch, and the `--watch` loop."""
+"""`vhtui run STEP ...`: options generated from the step, launch, `--follow` and the `--watch` loop.
+
+`vhtui run` alone (or with `--help`) lists the project's steps; `vhtui run STEP --help` shows
+each parameter's type, default and limits and each input's default, as the step declares them.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,38 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vhtui.errors import VhtuiError
+from vhtui.context import Context
+from vhtui.errors import NotFound, VhtuiError
+
+METAVARS = {"integer": "INT", "float": "FLOAT", "string": "STRING", "flag": "BOOL"}
+HELP_FLAGS = ("-h", "--help")
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise VhtuiError(message, exit_code=2)
+        raise VhtuiError(f"{message} (see vhtui run {self.prog.split()[-1]} --help)", exit_code=2)
+
+
+def parameter_help(parameter: Any) -> str:
+    """A parameter as the step declares it: type, default, limits, choices, then its description."""
+    parts = [parameter.type + (" (repeatable)" if parameter.multiple else "")]
+    if parameter.default is not None:
+        parts.append(f"default {parameter.default!r}")
+    if parameter.min is not None:
+        parts.append(f"min {parameter.min}")
+    if parameter.max is not None:
+        parts.append(f"max {parameter.max}")
+    if parameter.choices and parameter.type != "flag":
+        parts.append("one of " + ", ".join(str(c) for c in parameter.choices))
+    text = ", ".join(parts)
+    return f"{text}: {parameter.description}" if parameter.description else text
+
+
+def input_help(spec: Any) -> str:
+    defaults = spec.default if isinstance(spec.default, list) else [spec.default] if spec.default else []
+    text = "a path, URL, datum:// or dataset:// (repeatable); " + (
+        f"default {', '.join(defaults)}" if defaults else "optional" if spec.optional else "required")
+    return f"{text}: {spec.description}" if spec.description else text
 
 
 def step_parser(step: Any) -> argparse.ArgumentParser:
@@ -20,12 +50,13 @@ def step_parser(step: Any) -> argparse.ArgumentParser:
 
     parser = _Parser(prog=f"vhtui run {step.name}", description=step.description or None)
     common = parser.add_argument_group("launch")
-    common.add_argument("--title", help="a title for the execution")
+    common.add_argument("--title", metavar="TEXT", help="a title for the execution")
     common.add_argument("--adhoc", action="store_true", help="package the working tree instead of a git commit")
-    common.add_argument("--runner", help="where to run (default: from config, else local)")
+    common.add_argument("--runner", metavar="NAME", help="where to run: local, docker or a registered agent "
+                        "(default: from config, else local)")
     common.add_argument("--env", dest="env_mode", default="venv", choices=("venv", "current"),
                         help="local runner: a layered venv (default) or the current environment as it is")
-    common.add_argument("--image", help="override the step's image")
+    common.add_argument("--image", metavar="IMAGE", help="override the step's image")
     common.add_argument("--parameter-file", action="append", default=[], metavar="FILE",
                         help="parameter values from a JSON or YAML mapping")
     common.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE")
@@ -39,29 +70,27 @@ def step_parser(step: Any) -> argparse.ArgumentParser:
     for name, parameter in step.parameters.items():
         flags = [f for f in option_aliases(name) if f not in taken]
         if not flags:
-            continue
+            continue  # a name that collides with a launch option: reachable as -p NAME=VALUE
         taken.update(flags)
-        help_text = f"{parameter.type}" + (f", default {parameter.default!r}" if parameter.default is not None else "")
-        if parameter.description:
-            help_text += f": {parameter.description}"
+        metavar = METAVARS.get(parameter.type, "VALUE")
         if parameter.type == "flag":
-            params.add_argument(*flags, dest=f"param:{name}", nargs="?", const="true", default=None, help=help_text)
+            params.add_argument(*flags, dest=f"param:{name}", nargs="?", const="true", default=None,
+                                metavar=metavar, help=parameter_help(parameter))
             negated = [f"--no-{f[2:]}" for f in flags if f"--no-{f[2:]}" not in taken]
             if negated:
                 params.add_argument(*negated, dest=f"param:{name}", action="store_const", const="false",
                                     help=argparse.SUPPRESS)
                 taken.update(negated)
-        elif parameter.multiple:
-            params.add_argument(*flags, dest=f"param:{name}", action="append", default=None, help=help_text)
         else:
-            params.add_argument(*flags, dest=f"param:{name}", default=None, help=help_text)
+            params.add_argument(*flags, dest=f"param:{name}", action="append" if parameter.multiple else "store",
+                                default=None, metavar=metavar, help=parameter_help(parameter))
     inputs = parser.add_argument_group("inputs")
     for name, spec in step.inputs.items():
         flags = [f for f in option_aliases(name) if f not in taken]
         if flags:
             taken.update(flags)
-            inputs.add_argument(*flags, dest=f"input:{name}", action="append", default=None,
-                                help=f"path, URL, datum:// or dataset:// (default: {spec.default or 'none'})")
+            inputs.add_argument(*flags, dest=f"input:{name}", action="append", default=None, metavar="URI",
+                                help=input_help(spec))
     return parser
 
 
@@ -105,15 +134,48 @@ def build_request(step: Any, root: Path, argv: list[str]) -> tuple[Any, argparse
     return request, args
 
 
-def run_command(step_name: str, argv: list[str]) -> int:
-    from vhtui.context import Context
+def steps_overview() -> str:
+    """What `vhtui run` alone says: the project's steps, one line each, or how to find a project."""
+    from vhtui.project import CONFIG_NAME, load_project
+
+    usage = "usage: vhtui run STEP [--PARAMETER=VALUE ...] [--INPUT=URI ...] [--follow]   (vhtui run STEP --help)"
+    try:
+        project = load_project()
+    except NotFound:
+        return (f"{usage}\n\nno {CONFIG_NAME} in {Path.cwd()} or above it: cd into a project (the folder that "
+                f"holds {CONFIG_NAME}), or give its folder with `vhtui -C DIR run ...`")
+    steps = project.config.steps
+    if not steps:
+        return f"{usage}\n\n{project.root / CONFIG_NAME} has no steps"
+    width = max(len(name) for name in steps)
+    lines = [usage, "", f"steps of {project.root / CONFIG_NAME}:"]
+    for name, step in steps.items():
+        lines.append(f"  {name:<{width}}  {step_summary(step)}")
+    return "\n".join(lines)
+
+
+def step_summary(step: Any, width: int = 72) -> str:
+    """One line about a step: its description, else its commands joined as a shell would run them."""
+    if step.description:
+        text = " ".join(step.description.split())
+    else:
+        commands = step.command if isinstance(step.command, list) else [step.command]
+        text = " && ".join(" ".join(c.split()) for c in commands if c.strip())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def run_command(argv: list[str]) -> int:
     from vhtui.engine.launch import launch
     from vhtui.progress import for_terminal
     from vhtui.project import load_project
 
+    if not argv or argv[0] in HELP_FLAGS:
+        print(steps_overview())
+        return 0 if argv else 2
+    step_name, argv = argv[0], argv[1:]
     project = load_project()
     step = project.step(step_name)
-    if "-h" in argv or "--help" in argv:
+    if any(flag in argv for flag in HELP_FLAGS):
         step_parser(step).print_help()
         return 0
     request, args = build_request(step, project.root, argv)
@@ -128,41 +190,32 @@ def run_command(step_name: str, argv: list[str]) -> int:
     return 0
 
 
-def _follow(ctx: Any, execution: dict[str, Any]) -> int:
-    """Print the log as it grows; exit 0 if the execution completes, 1 otherwise."""
-    import time
+def _follow(ctx: Context, execution: dict[str, Any]) -> int:
+    """Print the log as it grows; exit 0 if the execution completes, 1 otherwise. Ctrl-C stops the
+    following, not the execution, and says so."""
+    from vhtui.cli.common import print_log
 
-    from vhtui.supervision.logfile import LogReader
-    from vhtui.engine.reconcile import reconcile
-    from vhtui.store import executions as execution_rows
-    from vhtui.store.executions import FINAL_STATUSES
-
-    reader = LogReader(ctx.home.log_path(execution["id"]))
-    offset = 0
-    out = sys.stdout.buffer
-    while True:
-        row = execution_rows.get(ctx.db, execution["id"])
-        for line_offset, _, line in reader.read_lines(offset):
-            out.write(line + b"\n")
-            offset = line_offset + len(line) + 1
-        out.flush()
-        if row["status"] in FINAL_STATUSES and reader.size() <= offset:  # type: ignore[index]
-            detail = f": {row['reason']}" if row["reason"] else ""  # type: ignore[index]
-            print(f"#{row['counter']} {row['status']}{detail}", file=sys.stderr)  # type: ignore[index]
-            return 0 if row["status"] == "complete" else 1  # type: ignore[index]
-        reconcile(ctx)
-        time.sleep(0.2)
+    try:
+        row = print_log(ctx, execution, follow=True)
+    except KeyboardInterrupt:
+        counter = execution["counter"]
+        print(f"\n#{counter} goes on without you (it has its own supervisor): `vhtui exec logs {counter} "
+              f"--follow` to follow it again, `vhtui exec stop {counter}` to stop it", file=sys.stderr)
+        return 130
+    detail = f": {row['reason']}" if row["reason"] else ""
+    print(f"#{row['counter']} {row['status']}{detail}", file=sys.stderr)
+    return 0 if row["status"] == "complete" else 1
 
 
-def _watch(ctx: Any, root: Path, request: Any) -> int:
+def _watch(ctx: Context, root: Path, request: Any) -> int:
     """Local-first iteration: launch, and on every change to the project's files, replace the run."""
     from watchfiles import watch
 
-    from vhtui.supervision.code import watch_filter
     from vhtui.engine.control import request_stop
     from vhtui.engine.launch import launch
     from vhtui.progress import LineProgress
     from vhtui.store import executions as execution_rows
+    from vhtui.supervision.code import watch_filter
 
     current = None
     try:
