@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml as pyyaml
 
+from vhtui import lazy_jsonschema
 from vhtui.errors import NotFound, VhtuiError
 
 if TYPE_CHECKING:
@@ -48,7 +49,9 @@ def _schema_validator() -> Any:
 
 
 def parse_config(text: str) -> Config:
-    """valohai_yaml.parse; a text that passed schema validation before is not validated again."""
+    """valohai_yaml.parse; a text that passed schema validation before is not validated again (nor
+    is jsonschema imported for it)."""
+    lazy_jsonschema.install()
     from valohai_yaml import ValidationErrors, __version__
     from valohai_yaml.objs import Config
     from valohai_yaml.utils import read_yaml
@@ -81,6 +84,7 @@ def _remember_valid(verdict: Path) -> None:
 
 def load_config(path: Path) -> Config:
     """Parse and validate a valohai.yaml; a broken file raises one clear VhtuiError."""
+    lazy_jsonschema.install()
     from valohai_yaml import ValidationErrors
 
     try:
@@ -129,6 +133,7 @@ def match_step(config: Config, name: str) -> Step:
 
 def lint_files(paths: list[str], strict_warnings: bool, out: TextIO, ansi_colors: bool = False) -> int:
     """Lint as valohai-yaml's own linter does: the same messages, summary line and exit code."""
+    lazy_jsonschema.install()
     from valohai_yaml.lint import lint
 
     errors = warnings = 0

@@ -173,13 +173,13 @@ def run_command(argv: list[str]) -> int:
         print(steps_overview())
         return 0 if argv else 2
     step_name, argv = argv[0], argv[1:]
+    ctx = Context.open()  # first, so that the home exists to remember the file's validation
     project = load_project()
     step = project.step(step_name)
     if any(flag in argv for flag in HELP_FLAGS):
         step_parser(step).print_help()
         return 0
     request, args = build_request(step, project.root, argv)
-    ctx = Context.open()
     if args.watch:
         return _watch(ctx, project.root, request)
     execution = launch(ctx, request, for_terminal(), project)

@@ -81,12 +81,37 @@ def _git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
     return subprocess.run(["git", "-C", str(root), *args], capture_output=True, check=check)
 
 
-def in_git_work_tree(root: Path) -> bool:
+@dataclass
+class GitState:
+    """What one `git status` says of the project's folder: enough to decide what else to ask."""
+
+    commit: str | None  # None before the first commit
+    branch: str
+    changed: bool  # tracked files differ from HEAD
+    untracked: bool  # files git does not track and does not ignore
+
+
+def git_state(root: Path) -> GitState | None:
+    """The project's git state in one call, or None when it is not in a git work tree."""
     try:
-        result = _git(root, "rev-parse", "--is-inside-work-tree", check=False)
-    except OSError:
-        return False
-    return result.returncode == 0 and result.stdout.strip() == b"true"
+        result = _git(root, "status", "--porcelain=v2", "-z", "--branch", "--untracked-files=all", "--", ".",
+                      check=False)
+    except OSError:  # no git at all
+        return None
+    if result.returncode != 0:
+        return None
+    commit, branch, changed, untracked = None, "", False, False
+    for entry in result.stdout.split(b"\0"):
+        if entry.startswith(b"# branch.oid "):
+            oid = entry[13:].decode()
+            commit = None if oid == "(initial)" else oid
+        elif entry.startswith(b"# branch.head "):
+            branch = entry[14:].decode()
+        elif entry.startswith(b"? "):
+            untracked = True
+        elif entry[:2] in (b"1 ", b"2 ", b"u "):
+            changed = True
+    return GitState(commit, "HEAD" if branch == "(detached)" else branch, changed, untracked)
 
 
 def _ignore_spec(root: Path, use_gitignore: bool) -> Any:
@@ -101,9 +126,9 @@ def _ignore_spec(root: Path, use_gitignore: bool) -> Any:
     return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
-def list_files(root: Path) -> list[str]:
+def list_files(root: Path, git: GitState | None) -> list[str]:
     """The project's files as Valohai would package them: git's view when in git, plus .vhignore."""
-    if in_git_work_tree(root):
+    if git is not None:
         out = _git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard").stdout
         candidates = [p for p in out.decode().split("\0") if p]
         spec = _ignore_spec(root, use_gitignore=False)
@@ -128,23 +153,23 @@ def list_files(root: Path) -> list[str]:
 
 
 def snapshot(root: Path, adhoc: bool) -> CodeSnapshot:
-    files = list_files(root)
-    if not adhoc and in_git_work_tree(root):
-        head = _git(root, "rev-parse", "HEAD", check=False)
-        if head.returncode == 0:
-            return _git_snapshot(root, files, head.stdout.decode().strip())
+    git = git_state(root)
+    files = list_files(root, git)
+    if not adhoc and git is not None and git.commit:
+        return _git_snapshot(root, files, git)
     return _adhoc_snapshot(root, files, reason="adhoc" if adhoc else "no git commit")
 
 
-def _git_snapshot(root: Path, files: list[str], commit: str) -> CodeSnapshot:
-    patch = _git(root, "diff", "--binary", "HEAD").stdout
-    untracked = _git(root, "ls-files", "-z", "--others", "--exclude-standard").stdout.decode().split("\0")
-    for path in (p for p in untracked if p and p in set(files)):
-        diff = subprocess.run(["git", "-C", str(root), "diff", "--binary", "--no-index", "/dev/null", path],
-                              capture_output=True)
-        patch += diff.stdout
-    branch = _git(root, "rev-parse", "--abbrev-ref", "HEAD", check=False).stdout.decode().strip()
-    version = {"type": "git", "commit": commit, "branch": branch, "dirty": bool(patch)}
+def _git_snapshot(root: Path, files: list[str], git: GitState) -> CodeSnapshot:
+    """The commit, plus a binary patch of what differs from it in the project's folder (tracked
+    changes, and untracked files as additions); a clean tree costs no further git call."""
+    patch = _git(root, "diff", "--binary", "HEAD", "--", ".").stdout if git.changed else b""
+    if git.untracked:
+        listed = set(files)
+        untracked = _git(root, "ls-files", "-z", "--others", "--exclude-standard").stdout.decode().split("\0")
+        for path in (p for p in untracked if p and p in listed):
+            patch += _git(root, "diff", "--binary", "--no-index", "/dev/null", path, check=False).stdout
+    version = {"type": "git", "commit": git.commit, "branch": git.branch, "dirty": bool(patch)}
     return CodeSnapshot(files=files, version=version, patch=patch or None)
 
 
