@@ -38,9 +38,9 @@ from typing import Any, NoReturn
 
 IDLE_S = 600.0
 # What this process exists to keep loaded; `docker` is the Docker runner's SDK (150 ms a launch
-# otherwise). The run command's module is named both ways while vhtui.cli becomes a package.
-PRELOAD = ("valohai_yaml.objs", "docker", "runners.docker", "runners.local", "vhtui.cli", "vhtui.cli_run",
-           "vhtui.cli.run", "vhtui.engine.launch", "vhtui.engine.supervisor")
+# otherwise).
+PRELOAD = ("valohai_yaml.objs", "docker", "runners.docker", "runners.local", "vhtui.cli", "vhtui.cli.run",
+           "vhtui.engine.launch", "vhtui.engine.supervisor")
 _HEADER = struct.Struct(">I")  # the request's length
 _MESSAGE = struct.Struct(">ci")  # what the child tells the client: a kind and a number
 ACCEPTED, EXITED = b"A", b"X"  # ACCEPTED carries the child's pid, EXITED its exit code
