@@ -2,15 +2,17 @@
 
 Code at /valohai/repository (the working directory), inputs read-only at /valohai/inputs, outputs
 at /valohai/outputs, config at /valohai/config, as Valohai lays them out. The container runs as the
-invoking user, so what it writes to the outputs belongs to that user, not to root. Output is read
-from the engine's multiplexed stream (no TTY, so stdout and stderr stay apart) through a socket
-attached before the container starts (nothing is missed, and the engine sends large frames over a
-raw socket). Since such a stream is known to block after a container ends, a waiter closes it
-once the container has exited. An init
-(docker's tini) is PID 1 and hands a stop's SIGTERM to the command's whole process group. Containers
-carry labels naming the process that started them; a runner starting up removes any whose owner
-has died, so a crashed supervisor never leaks one (and so a Docker run is not resumable: it ends
-with its owner).
+invoking user, so what it writes to the outputs belongs to that user, not to root. A run talks to
+the engine through `runners.docker_engine` (its few calls, without docker-py's import cost);
+docker-py pulls a missing image.
+
+Output is read from the engine's multiplexed stream (no TTY, so stdout and stderr stay apart)
+through a socket attached before the container starts, so nothing is missed. Since such a stream
+is known to block after a container ends, a waiter closes it once the container has exited. An
+init (docker's tini) is PID 1 and hands a stop's SIGTERM to the command's whole process group.
+Containers carry labels naming the process that started them; a runner starting up removes any
+whose owner has died, so a crashed supervisor never leaks one (and so a Docker run is not
+resumable: it ends with its owner).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from runners import OutputChunk, RunHandle, RunLost, RunnerError, RunSpec, frames, register, relay, script_argv
+from runners.docker_engine import Engine, EngineError
 from runners.hostinfo import check_host_gpus, host_info
 from runners.processes import is_running, start_time
 
@@ -37,16 +40,15 @@ DRAIN_S = 2.0  # after the container exits, how long the stream may stay silent 
 
 
 def docker_client() -> Any:
-    """A connected client, or one clear line saying why there is none."""
+    """docker-py's client, for what needs more than a run's few calls (pulling an image with the
+    user's registry credentials), or one clear line saying why there is none."""
     try:
         import docker
         from docker.errors import DockerException
     except ImportError:
-        raise RunnerError("the Docker runner needs the docker package: pip install docker") from None
+        raise RunnerError("pulling an image needs the docker package: pip install docker") from None
     try:
-        client = docker.from_env(timeout=60)
-        client.ping()
-        return client
+        return docker.from_env(timeout=60)
     except DockerException as exc:
         reason = str(exc).splitlines()[0][:200]
         raise RunnerError(f"cannot reach the Docker engine ({reason}): start it with `sudo systemctl start "
@@ -54,28 +56,8 @@ def docker_client() -> Any:
 
 
 def ping_engine() -> None:
-    """Is the engine up? Asked over its socket directly, since importing the docker SDK alone costs a
-    launch about 150 ms; TLS and other transports go through the SDK."""
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    if os.environ.get("DOCKER_TLS_VERIFY") or not host.startswith(("unix://", "tcp://")):
-        docker_client()
-        return
-    try:
-        if host.startswith("unix://"):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(10)
-            sock.connect(host[len("unix://"):])
-        else:
-            address, _, port = host[len("tcp://"):].partition(":")
-            sock = socket.create_connection((address, int(port or 2375)), timeout=10)
-        with sock:
-            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-            status = sock.recv(64).split(b"\r\n", 1)[0]
-        if b" 200 " not in status + b" ":
-            raise OSError(status.decode(errors="replace") or "no answer")
-    except (OSError, ValueError) as exc:
-        raise RunnerError(f"cannot reach the Docker engine at {host} ({exc}): start it with `sudo systemctl "
-                          "start docker` (or run `dockerd`), or point DOCKER_HOST at a running one") from None
+    """Is the engine up? One line saying why not."""
+    Engine().ping()
 
 
 def owner_label() -> str:
@@ -105,13 +87,13 @@ class DockerRunner:
         self.user = user or f"{os.getuid()}:{os.getgid()}"
         self.network = network
         self.gpus = gpus
-        self._client: Any = None
+        self._engine: Engine | None = None
 
     @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = docker_client()
-        return self._client
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine()
+        return self._engine
 
     # -- the contract -------------------------------------------------------------------------
     def preflight(self, image: str | None, gpus: int) -> None:
@@ -129,9 +111,6 @@ class DockerRunner:
         return {"health": "ok", **host_info(self.gpus)}
 
     def start(self, spec: RunSpec) -> RunHandle:
-        from docker.errors import APIError
-        from docker.types import DeviceRequest, Mount
-
         if not spec.image:
             raise RunnerError("this step names no image; the Docker runner needs one")
         self.sweep()
@@ -144,28 +123,31 @@ class DockerRunner:
             env.setdefault("PIP_USER", "1")
         dirs = {"repository": spec.repository_dir, "inputs": spec.inputs_dir, "outputs": spec.outputs_dir,
                 "config": spec.config_dir}
-        mounts = [Mount(CONTAINER_DIRS[name], str(Path(path).resolve()), type="bind",
-                        read_only=name in ("inputs", "config")) for name, path in dirs.items()]
-        command = script_argv(spec.script, f"{CONTAINER_DIRS['config']}/{spec.script.name}")
-        options: dict[str, Any] = {}
+        host: dict[str, Any] = {
+            "NetworkMode": self.network, "Init": True,
+            "Mounts": [{"Type": "bind", "Source": str(Path(path).resolve()), "Target": CONTAINER_DIRS[name],
+                        "ReadOnly": name in ("inputs", "config")} for name, path in dirs.items()],
+        }
         if spec.cpu_limit:
-            options["nano_cpus"] = int(spec.cpu_limit * 1e9)
+            host["NanoCpus"] = int(spec.cpu_limit * 1e9)
         if spec.memory_limit_mb:
-            options["mem_limit"] = f"{int(spec.memory_limit_mb)}m"
+            host["Memory"] = int(spec.memory_limit_mb) << 20
         if spec.gpu_ids:
-            options["device_requests"] = [DeviceRequest(device_ids=[str(i) for i in spec.gpu_ids],
-                                                        capabilities=[["gpu"]])]
+            host["DeviceRequests"] = [{"Driver": "", "Count": 0, "DeviceIDs": [str(i) for i in spec.gpu_ids],
+                                       "Capabilities": [["gpu"]], "Options": {}}]
+        config = {
+            "Image": spec.image, "Cmd": script_argv(spec.script, f"{CONTAINER_DIRS['config']}/{spec.script.name}"),
+            "WorkingDir": CONTAINER_DIRS["repository"], "User": self.user,
+            "Env": [f"{k}={v}" for k, v in env.items()], "Labels": {RUN_LABEL: spec.run_id, OWNER_LABEL: owner_label()},
+            "AttachStdout": True, "AttachStderr": True, "Tty": False, "OpenStdin": False, "HostConfig": host,
+        }
         try:
-            container = self.client.containers.create(
-                spec.image, command, working_dir=CONTAINER_DIRS["repository"], environment=env, user=self.user,
-                labels={RUN_LABEL: spec.run_id, OWNER_LABEL: owner_label()}, network_mode=self.network,
-                mounts=mounts, detach=True, init=True, **options,
-            )
-            attached = self.client.api.attach_socket(container.id, params={"stdout": 1, "stderr": 1, "stream": 1})
-            container.start()
-        except APIError as exc:
-            raise RunnerError(f"cannot start a container of {spec.image}: {exc.explanation or exc}") from None
-        return RunHandle(spec.run_id, self.kind, {"container": container.id, "image": spec.image,
+            container = self.engine.create(config)
+            attached = self.engine.attach(container)  # before the start: no output is missed
+            self.engine.start(container)
+        except EngineError as exc:
+            raise RunnerError(f"cannot start a container of {spec.image}: {exc}") from None
+        return RunHandle(spec.run_id, self.kind, {"container": container, "image": spec.image,
                                                   "memory_limit_mb": spec.memory_limit_mb},
                          live={"notes": notes, "attached": attached})
 
@@ -178,7 +160,7 @@ class DockerRunner:
         for note in live.get("notes", []):
             yield OutputChunk("stderr", note)
         chunks: queue.Queue[OutputChunk | BaseException | None] = queue.Queue(maxsize=64)
-        pipe = _FramePipe(attached.read, lambda: _shut(attached), chunks)
+        pipe = _FramePipe(attached.recv, lambda: _shut(attached), chunks)
         threading.Thread(target=pipe.read_all, name="docker-reader", daemon=True).start()
         threading.Thread(target=self._close_after_exit, args=(handle, pipe), name="docker-waiter",
                          daemon=True).start()
@@ -187,7 +169,7 @@ class DockerRunner:
     def _close_after_exit(self, handle: RunHandle, pipe: _FramePipe) -> None:
         """docker's output stream can stay open after the container ends: close it once it is drained."""
         try:
-            self.client.api.wait(handle.state["container"])
+            self.engine.wait(handle.state["container"])
         except Exception:  # noqa: BLE001 (the container vanished: close the stream all the same)
             pass
         while not pipe.done and time.monotonic() - pipe.last_frame < DRAIN_S:
@@ -195,33 +177,31 @@ class DockerRunner:
         pipe.close()
 
     def wait(self, handle: RunHandle, timeout: float | None = None) -> int | None:
-        from docker.errors import NotFound
-        from requests.exceptions import ConnectionError, ReadTimeout
-
+        container = handle.state["container"]
         try:
-            result = self.client.api.wait(handle.state["container"], timeout=timeout)
-        except (ReadTimeout, ConnectionError):
+            result = self.engine.wait(container, timeout=timeout)
+        except TimeoutError:
             return None
-        except NotFound:
-            raise RunLost(f"its container {handle.state['container'][:12]} was removed") from None
+        except EngineError as exc:
+            if exc.status == 404:
+                raise RunLost(f"its container {container[:12]} was removed") from None
+            raise
         try:
-            state = self.client.api.inspect_container(handle.state["container"])["State"]
-        except Exception:  # noqa: BLE001 (removed meanwhile: the exit code is all there is)
+            state = self.engine.inspect(container)["State"]
+        except RunnerError:  # removed meanwhile: the exit code is all there is
             state = {}
         if state.get("OOMKilled"):
             limit = (handle.state.get("memory_limit_mb") or 0)
             handle.state["end_reason"] = "killed for running out of memory" + (
                 f" (the step's limit is {limit} MB)" if limit else "")
-        self._remove(handle.state["container"])
+        self._remove(container)
         return int(result.get("StatusCode", -1))
 
     def stop(self, handle: RunHandle, grace: float = 10.0) -> None:
-        from docker.errors import APIError
-
         try:  # SIGTERM, then SIGKILL after the grace period, as `docker stop` does
-            self.client.api.stop(handle.state["container"], timeout=max(1, math.ceil(grace)))
-        except APIError:
-            pass
+            self.engine.stop(handle.state["container"], max(1, math.ceil(grace)))
+        except RunnerError:
+            pass  # it has ended already, or it is gone
 
     def abandon(self, state: dict[str, Any]) -> None:
         if state.get("container"):
@@ -234,33 +214,29 @@ class DockerRunner:
     def sweep(self) -> list[str]:
         """Remove containers whose starting process has died; return their ids."""
         removed = []
-        for container in self.client.api.containers(all=True, filters={"label": RUN_LABEL}):
+        for container in self.engine.containers(RUN_LABEL):
             if not _owner_alive(container["Labels"].get(OWNER_LABEL)):
                 self._remove(container["Id"])
                 removed.append(container["Id"])
         return removed
 
     def _remove(self, container_id: str) -> None:
-        from docker.errors import APIError
-
         try:
-            self.client.api.remove_container(container_id, force=True)
-        except APIError:
+            self.engine.remove(container_id)
+        except RunnerError:
             pass
 
     def _ensure_image(self, image: str) -> list[bytes]:
-        """Pull a missing image once; its progress goes to the execution's log."""
-        from docker.errors import APIError, ImageNotFound
-
-        try:
-            self.client.api.inspect_image(image)
+        """Pull a missing image once (through docker-py, which knows the user's registry
+        credentials); its progress goes to the execution's log."""
+        if self.engine.has_image(image):
             return []
-        except ImageNotFound:
-            pass
+        from docker.errors import APIError
+
         notes = [f"Pulling image {image}...\n".encode()]
         repository, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
         try:
-            for event in self.client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+            for event in docker_client().api.pull(repository, tag=tag or "latest", stream=True, decode=True):
                 if "error" in event:
                     raise RunnerError(f"cannot pull image {image}: {event['error']}")
                 if event.get("status") and not event.get("progressDetail"):
@@ -308,11 +284,10 @@ class _FramePipe:
             self._chunks.put(None)
 
 
-def _shut(attached: Any) -> None:
-    """End a hijacked attach socket, waking a reader blocked on it."""
-    sock = getattr(attached, "_sock", attached)
+def _shut(attached: socket.socket) -> None:
+    """End an attach socket, waking a reader blocked on it."""
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        attached.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
     attached.close()
