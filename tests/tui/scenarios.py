@@ -13,51 +13,58 @@ from typing import Any
 from textual.pilot import Pilot
 
 from tests.tui import seed
+from tests.tui.waiting import settled
+from vhtui.tui.workbench import workbench
 
 
-async def _open_execution(pilot: Pilot[Any], counter: int) -> None:
+def _execution_id(pilot: Pilot[Any], counter: int) -> int:
     from vhtui.store import executions as execution_rows
 
-    app = pilot.app
-    execution = execution_rows.get_by_counter(app.ctx.db, app.project_id, counter)  # type: ignore[attr-defined]
-    app.open_execution(execution["id"])  # type: ignore[attr-defined, index]
-    await pilot.pause(0.5)
+    bench = workbench(pilot.app)
+    assert bench.project_id is not None
+    execution = execution_rows.get_by_counter(bench.ctx.db, bench.project_id, counter)
+    assert execution is not None
+    return int(execution["id"])
 
 
 def _tab(counter: int, tab: str) -> Callable[[Pilot[Any]], Awaitable[None]]:
     async def go(pilot: Pilot[Any]) -> None:
-        await _open_execution(pilot, counter)
+        workbench(pilot.app).open_execution(_execution_id(pilot, counter))
+        await settled(pilot)
         await pilot.press({"overview": "1", "logs": "2", "metadata": "3", "outputs": "4", "lineage": "5"}[tab])
-        await pilot.pause(1.0)
+        await settled(pilot)
 
     return go
 
 
 async def _compare(pilot: Pilot[Any]) -> None:
     from vhtui.tui.screens.compare import CompareScreen
-    from vhtui.store import executions as execution_rows
 
-    app = pilot.app
-    ids = [execution_rows.get_by_counter(app.ctx.db, app.project_id, c)["id"] for c in (2, 4)]  # type: ignore
-    app.push_screen(CompareScreen(ids))
-    await pilot.pause(1.0)
+    pilot.app.push_screen(CompareScreen([_execution_id(pilot, c) for c in (2, 4)]))
+    await settled(pilot)
 
 
 async def _launch(pilot: Pilot[Any]) -> None:
-    pilot.app.open_launch("train")  # type: ignore[attr-defined]
-    await pilot.pause(0.5)
+    workbench(pilot.app).open_launch("train")
+    await settled(pilot)
 
 
-async def _keys(pilot: Pilot[Any], *keys: str, pause: float = 0.5) -> None:
+async def _keys(pilot: Pilot[Any], *keys: str) -> None:
     await pilot.press(*keys)
-    await pilot.pause(pause)
+    await settled(pilot)
+
+
+def _project_id(pilot: Pilot[Any]) -> int:
+    project_id = workbench(pilot.app).project_id
+    assert project_id is not None
+    return project_id
 
 
 async def _deployments(pilot: Pilot[Any]) -> None:
     from vhtui.tui.screens.deployments import DeploymentsScreen
 
-    pilot.app.push_screen(DeploymentsScreen(pilot.app.project_id, now=seed.T0 + 600))  # type: ignore[attr-defined]
-    await pilot.pause(0.5)
+    pilot.app.push_screen(DeploymentsScreen(_project_id(pilot), now=seed.T0 + 600))
+    await settled(pilot)
 
 
 async def _alias_compare(pilot: Pilot[Any]) -> None:
@@ -65,15 +72,14 @@ async def _alias_compare(pilot: Pilot[Any]) -> None:
     (no endpoint runs in a snapshot: tests/test_deploy.py sends real requests)."""
     from vhtui.tui.screens.alias_compare import AliasCompareScreen
 
-    screen = AliasCompareScreen(pilot.app.project_id, "predict-api", "production", "staging",  # type: ignore[attr-defined]
-                                now=seed.T0 + 600)
+    screen = AliasCompareScreen(_project_id(pilot), "predict-api", "production", "staging", now=seed.T0 + 600)
     pilot.app.push_screen(screen)
-    await pilot.pause(1.0)
+    await settled(pilot)
     screen.show_answers([
         {"alias": "production", "status": 200, "body": '{"y": 3.48, "model": "w=2.98"}', "latency_ms": 3.4},
         {"alias": "staging", "status": 200, "body": '{"y": 3.495, "model": "w=3.01"}', "latency_ms": 4.9},
     ])
-    await pilot.pause(0.5)
+    await settled(pilot)
 
 
 @dataclass
@@ -100,7 +106,7 @@ SCENARIOS = [
     Scenario("help", lambda p: _keys(p, "question_mark"), size=(120, 40)),
     Scenario("deployments", _deployments),
     Scenario("alias-compare", _alias_compare, size=(140, 44)),
-    Scenario("runners", lambda p: _keys(p, "R", pause=1.5), size=(140, 24)),
+    Scenario("runners", lambda p: _keys(p, "R"), size=(140, 24)),
 ]
 
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.tui import seed
+from tests.tui.waiting import until
 from vhtui.context import Context
 from vhtui.store import datums as datum_rows
 from vhtui.store import executions as execution_rows
 from vhtui.tui.app import VhtuiApp
+from vhtui.tui.screens.confirm import ConfirmScreen
+from vhtui.tui.screens.execution import ExecutionScreen
+from vhtui.tui.screens.executions import ExecutionsScreen
 from vhtui.tui.widgets.execution_table import ExecutionTable
+from vhtui.tui.workbench import Workbench
 
 
 @pytest.fixture
@@ -76,6 +80,14 @@ async def test_filter_by_text_status_and_step(seeded: tuple[Context, Path]) -> N
 async def test_sort_by_a_metric_column_and_reverse(seeded: tuple[Context, Path]) -> None:
     ctx, root = seeded
     app = VhtuiApp(ctx, root)
+    perfect = execution_rows.create(ctx.db, app.project_id, {  # a loss of 0.0 is a value, not a missing one
+        "step": "train", "runner": "local", "command": "true", "parameters": {}, "code_version": {},
+        "environment": {}, "spec": {}}, [])
+    execution_rows.update(ctx.db, perfect["id"], status="complete", metadata_summary={"loss": 0.0})
+
+    def losses(t: ExecutionTable) -> list[float | None]:
+        return [t.row(i)["metadata_summary"].get("loss") for i in range(t.total)]
+
     async with app.run_test(size=(120, 30)) as pilot:
         await pilot.pause()
         t = table(app)
@@ -83,14 +95,16 @@ async def test_sort_by_a_metric_column_and_reverse(seeded: tuple[Context, Path])
             await pilot.press("o")
         await pilot.pause()
         ascending = not t.query.descending
-        losses = [t.row(i)["metadata_summary"].get("loss") for i in range(t.total)]
-        numbers = [v for v in losses if v is not None]
+        first = losses(t)
+        numbers = [v for v in first if v is not None]
+        assert len(numbers) == 5 and 0.0 in numbers  # the seeded train runs and the perfect one
         assert numbers == sorted(numbers, reverse=not ascending)
-        assert losses[-1] is None  # executions without the metric sort last
+        assert first[len(numbers):] == [None] * (t.total - len(numbers))  # without the metric: last
         await pilot.press("O")
         await pilot.pause()
-        reversed_numbers = [v for v in (t.row(i)["metadata_summary"].get("loss") for i in range(t.total)) if v]
-        assert reversed_numbers == list(reversed(numbers))
+        second = losses(t)
+        assert [v for v in second if v is not None] == list(reversed(numbers))
+        assert second[len(numbers):] == [None] * (t.total - len(numbers))  # last whichever the direction
 
 
 async def test_cursor_stays_on_its_execution_when_new_ones_arrive(seeded: tuple[Context, Path]) -> None:
@@ -106,11 +120,7 @@ async def test_cursor_stays_on_its_execution_when_new_ones_arrive(seeded: tuple[
         execution_rows.create(other.db, project_id, {
             "step": "train", "runner": "local", "command": "true", "parameters": {}, "code_version": {},
             "environment": {}, "spec": {}}, [])
-        for _ in range(40):
-            await pilot.pause(0.05)
-            if table(app).total == 8:
-                break
-        assert table(app).total == 8
+        await until(pilot, lambda: table(app).total == 8)
         assert table(app).current_id() == chosen
 
 
@@ -122,7 +132,8 @@ async def test_open_detail_and_switch_tabs(seeded: tuple[Context, Path]) -> None
         while table(app).row(table(app).cursor)["counter"] != 2:
             await pilot.press("j")
         await pilot.press("enter")
-        await pilot.pause(0.3)
+        await pilot.pause()
+        assert isinstance(app.screen, ExecutionScreen)
         from textual.widgets import Static, TabbedContent
 
         overview = shown_text(app.screen.query_one("#overview-body", Static))
@@ -137,7 +148,12 @@ async def test_open_detail_and_switch_tabs(seeded: tuple[Context, Path]) -> None
         assert app.screen.query_one("#upstream", DataTable).row_count == 1  # preprocess #1
         assert app.screen.query_one("#downstream", DataTable).row_count == 1  # evaluate #6
         await pilot.press("escape")
-        assert isinstance(app.screen.query_one(ExecutionTable), ExecutionTable)
+        await pilot.pause()
+        assert isinstance(app.screen, ExecutionsScreen)
+        t = table(app)
+        shown = [t.render_line(y).text.split()[0] for y in range(1, 1 + t.total)]  # under the header
+        assert shown == ["#7", "#6", "#5", "#4", "#3", "#2", "#1"]
+        assert t.row(t.cursor)["counter"] == 2  # back where the user left
 
 
 async def test_compare_two_executions(seeded: tuple[Context, Path]) -> None:
@@ -208,16 +224,15 @@ async def test_launch_from_the_form_and_watch_it_complete(seeded: tuple[Context,
         await pilot.pause()
         assert shown_text(app.screen.query_one("#error-samples", Static)).strip() == ""
         await pilot.press("ctrl+s")
-        deadline = time.monotonic() + 30
-        execution = None
-        while time.monotonic() < deadline:
-            await pilot.pause(0.2)
-            execution = execution_rows.get_by_counter(ctx.db, app.project_id, 8)
-            if execution and execution["status"] in ("complete", "error", "crashed"):
-                break
-        assert execution is not None and execution["status"] == "complete", execution
+
+        def launched() -> dict[str, Any]:
+            return execution_rows.get_by_counter(ctx.db, app.project_id, 8) or {}
+
+        await until(pilot, lambda: launched().get("status") in ("complete", "error", "crashed"), timeout=30)
+        execution = launched()
+        assert execution.get("status") == "complete", execution
         assert execution["parameters"]["samples"] == 30
-        assert type(app.screen).__name__ == "ExecutionScreen"  # the new execution opened at once
+        assert isinstance(app.screen, ExecutionScreen)  # the new execution opened at once
 
 
 async def test_stop_asks_first_then_stops(seeded: tuple[Context, Path], tmp_path: Path) -> None:
@@ -232,24 +247,24 @@ async def test_stop_asks_first_then_stops(seeded: tuple[Context, Path], tmp_path
     from vhtui.engine.launch import LaunchRequest, launch
 
     execution = launch(ctx.with_new_connection(), LaunchRequest(project_root=root, step="sleepy", env_mode="current"))
+
+    def status() -> str:
+        return execution_rows.get(ctx.db, execution["id"])["status"]
+
     async with app.run_test(size=(120, 30)) as pilot:
-        for _ in range(100):
-            await pilot.pause(0.1)
-            if execution_rows.get(ctx.db, execution["id"])["status"] == "started":
-                break
+        await until(pilot, lambda: status() == "started")
         await pilot.press("s")
         await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")  # declined: nothing happens
-        await pilot.pause(0.5)
-        assert execution_rows.get(ctx.db, execution["id"])["status"] == "started"
+        await pilot.pause()
+        await app.workers.wait_for_complete()  # a stop would have been requested by a worker
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert execution_rows.get(ctx.db, execution["id"])["stop_requested_at"] is None
         await pilot.press("s")
         await pilot.pause()
         await pilot.press("y")
-        for _ in range(100):
-            await pilot.pause(0.1)
-            if execution_rows.get(ctx.db, execution["id"])["status"] == "stopped":
-                break
-        assert execution_rows.get(ctx.db, execution["id"])["status"] == "stopped"
+        await until(pilot, lambda: status() == "stopped")
 
 
 async def test_help_lists_the_keys_of_the_screen(seeded: tuple[Context, Path]) -> None:
@@ -303,6 +318,11 @@ async def test_keys_are_remapped_by_binding_id(seeded: tuple[Context, Path]) -> 
         await pilot.press("ctrl+f")
         await pilot.pause()
         assert app.focused is app.screen.query_one("#filter", Input)
+
+
+def test_the_app_is_the_workbench_its_screens_expect(seeded: tuple[Context, Path]) -> None:
+    ctx, root = seeded
+    assert isinstance(VhtuiApp(ctx, root), Workbench)
 
 
 def test_a_broken_keymap_is_one_clear_error(tmp_path: Path) -> None:

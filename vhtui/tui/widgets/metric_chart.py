@@ -88,6 +88,11 @@ class MetricChart(Widget):
     def on_resize(self) -> None:
         self._schedule()  # the number of columns to downsample to changed
 
+    @property
+    def redraw_pending(self) -> bool:
+        """A coalesced redraw is due: what shows is not yet the latest series (tests wait on this)."""
+        return self._redraw is not None
+
     def draw(self) -> None:
         """Draw now; updates call this through `_schedule`, at most REDRAW_PER_S times a second."""
         if self._redraw is not None:
