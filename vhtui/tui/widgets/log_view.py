@@ -216,7 +216,9 @@ class LogView(ScrollView, can_focus=True):
     def _sync_size(self) -> None:
         self.virtual_size = Size(self._gutter_width() + self._widest, self._row_count())
         if self.follow:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            # forced: a log that has just outgrown the view has no scrollbar until the next layout,
+            # and Textual ignores a scroll of a widget without one (follow stayed at the top)
+            self.scroll_end(animate=False, immediate=True, x_axis=False, force=True)
         self.refresh()
 
     # -- rows ---------------------------------------------------------------------------------------
