@@ -388,75 +388,75 @@ class Sandbox:
 # --- 1. launch overhead -----------------------------------------------------------------------
 
 def bench_launch(report: Report, quick: bool) -> None:
+    """A cold `vhtui run` (no resident launcher) of a no-op step, from a plain folder and from a
+    committed git work tree, each against `sh -c true` measured in between."""
+    for label, git in (("plain folder", False), ("git work tree", True)):
+        sb = Sandbox("launch")
+        try:
+            if git:
+                _commit_all(sb.project)
+            _launch_overhead(report, sb, label, quick)
+        finally:
+            sb.close()
+
+
+def _commit_all(root: Path) -> None:
+    git = ["git", "-C", str(root), "-c", "user.email=bench@localhost", "-c", "user.name=bench"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "benchmark project"]):
+        subprocess.run([*git, *args], check=True)
+
+
+def _launch_overhead(report: Report, sb: Sandbox, label: str, quick: bool) -> None:
     reps = 5 if quick else 15
-    sb = Sandbox("launch")
-    try:
-        info(f"`vhtui run noop --env current` (command `true`), 1 warm-up + {reps} runs; "
-             "baseline `/bin/sh -c true` as a subprocess, interleaved")
-        sb.launch("noop")  # warm-up: creates the store, the project row, the page cache
-        base: list[float] = []
-        runs: list[Launched] = []
-        for _ in range(reps):
+    info(f"{label}: `vhtui run noop --env current` (command `true`), 1 warm-up + {reps} runs; "
+         "baseline `/bin/sh -c true` as a subprocess, interleaved")
+    sb.launch("noop")  # warm-up: creates the store, the project row, the page cache
+    base: list[float] = []
+    runs: list[Launched] = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        subprocess.run(["/bin/sh", "-c", "true"], check=True)
+        base.append(time.perf_counter() - t)
+        runs.append(sb.launch("noop"))
+    totals = [r.total for r in runs]
+    b = median(base)
+    info(f"baseline sh -c true: median {ms(b)}, p90 {ms(p90(base))}")
+    info(f"launch -> complete in store (polled every 2 ms): median {ms(median(totals))}, p90 {ms(p90(totals))}, "
+         f"min {ms(min(totals))}, max {ms(max(totals))}")
+    stages = [
+        ("vhtui run: start -> exit", [r.returned - r.t0 for r in runs]),
+        ("vhtui run: start -> row created", [r.rel("created_at") for r in runs]),
+        ("supervisor: row created -> queued (fork, imports, open store)",
+         [r.rel("queued_at") - r.rel("created_at") for r in runs]),
+        ("supervisor: queued -> started (slot, layout, runner start)",
+         [r.rel("started_at") - r.rel("queued_at") for r in runs]),
+        ("supervisor: started -> ended (run `true`, pump, collect, finish)",
+         [r.rel("ended_at") - r.rel("started_at") for r in runs]),
+        ("store: ended_at -> seen by poller", [r.total - r.rel("ended_at") for r in runs]),
+    ]
+    info("breakdown (medians; the CLI's exit overlaps the supervisor's work):")
+    for name, values in stages:
+        info(f"  {name:<66} {ms(median(values)):>10}  (p90 {ms(p90(values))})")
+    info(f"supervisor: peak RSS (VmHWM) {max(r.peak_rss_kb for r in runs) / 1024:.1f} MiB, "
+         f"CPU {ms(median([r.cpu_s for r in runs]))} (median)")
+    py = sys.executable
+    for name, code in (("python -c pass", "pass"),
+                       ("python -c 'import vhtui.cli.run, vhtui.engine.launch'",
+                        "import vhtui.cli.run, vhtui.engine.launch")):
+        times = []
+        subprocess.run([py, "-c", code], check=True, env=sb.env)  # fill the bytecode cache
+        for _ in range(5):
             t = time.perf_counter()
-            subprocess.run(["/bin/sh", "-c", "true"], check=True)
-            base.append(time.perf_counter() - t)
-            runs.append(sb.launch("noop"))
-        totals = [r.total for r in runs]
-        in_store = [r.rel("ended_at") for r in runs]
-        b = median(base)
-        info(f"baseline sh -c true: median {ms(b)}, p90 {ms(p90(base))}")
-        info(f"launch -> complete in store (polled every 2 ms): median {ms(median(totals))}, p90 {ms(p90(totals))}, "
-             f"min {ms(min(totals))}, max {ms(max(totals))}")
-        info(f"launch -> ended_at (store timestamp, no polling latency): median {ms(median(in_store))}")
-        stages = [
-            ("vhtui run: start -> exit", [r.returned - r.t0 for r in runs]),
-            ("vhtui run: start -> row created", [r.rel("created_at") for r in runs]),
-            ("vhtui run: row created -> exit", [r.returned - r.t0 - r.rel("created_at") for r in runs]),
-            ("supervisor: row created -> queued (start, imports, open store)",
-             [r.rel("queued_at") - r.rel("created_at") for r in runs]),
-            ("supervisor: queued -> started (slot, layout, runner start)",
-             [r.rel("started_at") - r.rel("queued_at") for r in runs]),
-            ("supervisor: started -> ended (run `true`, pump, collect, finish)",
-             [r.rel("ended_at") - r.rel("started_at") for r in runs]),
-            ("store: ended_at -> seen by poller", [r.total - r.rel("ended_at") for r in runs]),
-        ]
-        info("breakdown (medians; the CLI's exit overlaps the supervisor's start):")
-        for label, values in stages:
-            info(f"  {label:<66} {ms(median(values)):>10}  (p90 {ms(p90(values))})")
-        info(f"supervisor: peak RSS (VmHWM) {max(r.peak_rss_kb for r in runs) / 1024:.1f} MiB, "
-             f"CPU {ms(median([r.cpu_s for r in runs]))} (median)")
-        # the same launch as this sandbox's shell would make it: no .pyc files for vhtui's modules
-        uncached = [sb.launch("noop", env=sb.raw_env).total for _ in range(3)]
-        if sb.raw_env.get("PYTHONDONTWRITEBYTECODE"):
-            info(f"diagnostic: launch -> complete without a bytecode cache (PYTHONDONTWRITEBYTECODE=1, as this "
-                 f"shell has it): median {ms(median(uncached))} of 3")
-        # cheap diagnostics: what the interpreter and the imports cost on their own
-        py = sys.executable
-        for label, code in (("python -c pass", "pass"),
-                            ("python -c 'import vhtui.cli, vhtui.cli_run, vhtui.engine.launch'",
-                             "import vhtui.cli, vhtui.cli_run, vhtui.engine.launch"),
-                            ("python -c 'import vhtui.engine.supervisor, psutil'",
-                             "import vhtui.engine.supervisor, psutil")):
-            times = []
-            subprocess.run([py, "-c", code], check=True, env=sb.env)  # fill the bytecode cache
-            for _ in range(5):
-                t = time.perf_counter()
-                subprocess.run([py, "-c", code], check=True, env=sb.env)
-                times.append(time.perf_counter() - t)
-            info(f"diagnostic: {label:<66} median {ms(median(times))}")
-        overhead = [t - b for t in totals]
-        report.add(Row("launch", "added overhead, median", ms(median(overhead)), f"sh -c true {ms(b)}",
-                       f"{median(totals) / b:.0f}x", "< 150 ms", median(overhead) < 0.150))
-        report.add(Row("launch", "added overhead, p90", ms(p90(overhead)), f"sh -c true {ms(p90(base))}",
-                       f"{p90(totals) / p90(base):.0f}x"))
-        report.add(Row("launch", "`vhtui run` returns, median", ms(median(stages[0][1]))))
-        if sb.raw_env.get("PYTHONDONTWRITEBYTECODE"):
-            report.add(Row("launch", "added overhead, no .pyc (diagnostic)", ms(median(uncached) - b)))
-    finally:
-        sb.close()
+            subprocess.run([py, "-c", code], check=True, env=sb.env)
+            times.append(time.perf_counter() - t)
+        info(f"diagnostic: {name:<66} median {ms(median(times))}")
+    overhead = [t - b for t in totals]
+    report.add(Row("launch", f"{label}: added overhead, median", ms(median(overhead)), f"sh -c true {ms(b)}",
+                   f"{median(totals) / b:.0f}x", "< 150 ms", median(overhead) < 0.150))
+    report.add(Row("launch", f"{label}: added overhead, p90", ms(p90(overhead)), f"sh -c true {ms(p90(base))}",
+                   f"{p90(totals) / p90(base):.0f}x"))
+    report.add(Row("launch", f"{label}: `vhtui run` returns, median", ms(median(stages[0][1]))))
 
-
-# --- 2. metadata ingestion --------------------------------------------------------------------
 
 def _stamps(text: str, name: str) -> float | None:
     match = re.search(rf"^{name} ([0-9.]+)$", text, re.M)
