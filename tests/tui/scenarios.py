@@ -82,6 +82,28 @@ async def _alias_compare(pilot: Pilot[Any]) -> None:
     await settled(pilot)
 
 
+def _pinned_health(ctx: Any) -> list[dict[str, Any]]:
+    """The runners as the registry reports them, with what differs between machines pinned (this
+    host's name, CPUs, GPUs and slots, whether a Docker engine runs): a picture must not depend on
+    where it is taken. `vhtui runner ls` is tested on the real thing (tests/test_cli.py)."""
+    from vhtui.engine import registry
+
+    host = {"health": "ok", "hostname": "gpu-server", "cpus": 16, "slots": 4, "free_slots": 3,
+            "gpus": [{"index": i, "name": "NVIDIA H100 80GB HBM3", "utilization": u} for i, u in ((0, 87), (1, 0))]}
+    rows = registry.health_of_all(ctx)
+    for row in rows:
+        if row["name"] in registry.BUILT_IN:
+            row.update(host, running=int(row["name"] == "local"), queued=0)
+    return rows
+
+
+async def _runners(pilot: Pilot[Any]) -> None:
+    from vhtui.tui.screens.runners import RunnersScreen
+
+    pilot.app.push_screen(RunnersScreen(ask=_pinned_health))
+    await settled(pilot)
+
+
 @dataclass
 class Scenario:
     name: str
@@ -106,7 +128,7 @@ SCENARIOS = [
     Scenario("help", lambda p: _keys(p, "question_mark"), size=(120, 40)),
     Scenario("deployments", _deployments),
     Scenario("alias-compare", _alias_compare, size=(140, 44)),
-    Scenario("runners", lambda p: _keys(p, "R"), size=(140, 24)),
+    Scenario("runners", _runners, size=(140, 24)),
 ]
 
 

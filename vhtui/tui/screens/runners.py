@@ -1,11 +1,12 @@
 """The runners: local, Docker, and every registered remote agent with its health, GPUs and slots.
 
-Agents are asked in a worker (a slow or unreachable one never blocks the screen), again every few
-seconds while the screen is open.
+They are asked in a worker (a slow or unreachable agent never blocks the screen), again every few
+seconds while the screen is open, through the same registry call as `vhtui runner ls`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from textual import work
@@ -14,6 +15,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
+from vhtui.context import Context
 from vhtui.engine import registry
 from vhtui.tui.widgets.status_line import StatusLine
 from vhtui.tui.workbench import workbench
@@ -24,6 +26,10 @@ REFRESH_S = 5.0
 class RunnersScreen(Screen[None]):
     BINDINGS = [Binding("escape", "back", "Back", id="runners.back"),
                 Binding("r", "refresh", "Refresh", id="runners.refresh")]
+
+    def __init__(self, ask: Callable[[Context], list[dict[str, Any]]] = registry.health_of_all) -> None:
+        super().__init__()
+        self.ask = ask
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -44,18 +50,18 @@ class RunnersScreen(Screen[None]):
 
     @work(thread=True, exclusive=True)
     def ask_agents(self) -> None:
-        rows = registry.health_of_all(workbench(self.app).ctx)
+        rows = self.ask(workbench(self.app).ctx)
         self.app.call_from_thread(self.show, rows)
 
     def show(self, rows: list[dict[str, Any]]) -> None:
         table = self.query_one(DataTable)
         table.clear()
-        table.add_row("local", "this machine", "ok", "", "", "", "", key="local")
-        table.add_row("docker", "local Docker engine", "ok when dockerd runs", "", "", "", "", key="docker")
         for row in rows:
             table.add_row(*registry.health_columns(row), key=row["name"])
+        agents = sum(row["name"] not in registry.BUILT_IN for row in rows)
         self.query_one(StatusLine).text = (
-            f"{len(rows)} remote runner(s) · vhtui runner add NAME URL --token-file F registers one · r refreshes")
+            f"{agents} remote runner(s) · vhtui runner add NAME URL --token-file F registers one · r refreshes"
+            if rows else "asking the runners…")
 
     def action_back(self) -> None:
         self.app.pop_screen()
