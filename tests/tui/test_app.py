@@ -333,3 +333,35 @@ def test_a_broken_keymap_is_one_clear_error(tmp_path: Path) -> None:
     broken.write_text("executions.filter = \n")
     with pytest.raises(VhtuiError, match="not valid TOML"):
         load_keymap(broken)
+
+
+async def test_alias_compare_mirrors_through_the_same_rules_as_the_cli(seeded: tuple[Context, Path]) -> None:
+    """`m` toggles mirroring left -> right through vhtui.deploy.aliases, which also refuses what the
+    CLI refuses (here, an alias mirroring to itself), leaving the store as it was."""
+    from vhtui.store import deployments as deployment_rows
+    from vhtui.tui.screens.alias_compare import AliasCompareScreen
+
+    ctx, root = seeded
+    app = VhtuiApp(ctx, root)
+    assert app.project_id is not None
+    deployment = deployment_rows.get_deployment(ctx.db, app.project_id, "predict-api")
+    assert deployment is not None
+
+    def mirror_of(alias: str) -> str | None:
+        rows = {a["name"]: a for a in deployment_rows.aliases_of_deployment(ctx.db, deployment["id"])}
+        return rows[alias]["mirror_to"]
+
+    async with app.run_test(size=(140, 44)) as pilot:
+        app.push_screen(AliasCompareScreen(app.project_id, "predict-api", "production", "staging", now=seed.T0 + 600))
+        await pilot.pause()
+        assert mirror_of("production") == "staging"  # seeded
+        await pilot.press("m")
+        await until(pilot, lambda: mirror_of("production") is None)
+        await pilot.press("m")
+        await until(pilot, lambda: mirror_of("production") == "staging")
+        await pilot.press("escape")
+        app.push_screen(AliasCompareScreen(app.project_id, "predict-api", "staging", "staging", now=seed.T0 + 600))
+        await pilot.pause()
+        await pilot.press("m")
+        await until(pilot, lambda: any("cannot mirror to itself" in str(n.message) for n in app._notifications))
+        assert mirror_of("staging") is None and mirror_of("production") == "staging"

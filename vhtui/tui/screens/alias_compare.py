@@ -206,17 +206,28 @@ class AliasCompareScreen(Screen[None]):
             self.query_one(f"#answer-{index}", Static).update(answer_text(answer, differing))
 
     def action_toggle_mirror(self) -> None:
-        from vhtui.deploy.router import notify_router
-        from vhtui.store import deployments as deployment_rows
-
         if self.doc is None:
             return
-        ctx = workbench(self.app).ctx
         mirroring = self.doc["mirror"] is not None and self.doc["mirror"]["source"] == self.aliases[0]
-        deployment_rows.set_mirror(ctx.db, self.doc["deployment_id"], self.aliases[0], None if mirroring else self.aliases[1])
-        self.run_worker(lambda: notify_router(ctx), thread=True)
-        self.notify("mirroring off" if mirroring else f"mirroring {self.aliases[0]} → {self.aliases[1]}")
-        self._load()
+        self.set_mirror(None if mirroring else self.aliases[1])
+
+    @work(thread=True, exclusive=True, group="mirror")
+    def set_mirror(self, target: str | None) -> None:
+        """Through deploy's own rules, as `vhtui deploy mirror` does; the router is told at once."""
+        from vhtui.deploy.aliases import set_mirror
+        from vhtui.deploy.versions import find_deployment
+        from vhtui.errors import VhtuiError
+
+        ctx = workbench(self.app).ctx.with_new_connection()
+        try:
+            set_mirror(ctx, find_deployment(ctx, self.project_id, self.deployment), self.aliases[0], target)
+        except VhtuiError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        finally:
+            ctx.db.close()
+        self.app.call_from_thread(self.notify, f"mirroring {self.aliases[0]} → {target}" if target else "mirroring off")
+        self.app.call_from_thread(self._load)
 
     def action_back(self) -> None:
         self.app.pop_screen()
