@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.test_runners import STUBBORN, assert_given_its_grace_then_killed
+
 if TYPE_CHECKING:
     from conftest import Project
 
@@ -279,8 +281,14 @@ FLOOD_YAML = """\
     command: python flood.py
 """
 
+# Each flood waits until every one of them has started (FLOOD_BARRIER gets a file from each), so
+# they contend by construction.
 FLOOD_PY = """\
-import json
+import json, os, time
+barrier = os.environ["FLOOD_BARRIER"]
+open(os.path.join(barrier, os.environ["VH_EXECUTION_ID"]), "w").close()
+while len(os.listdir(barrier)) < int(os.environ["FLOOD_RUNS"]):
+    time.sleep(0.05)
 for i in range(50000): print(json.dumps({"i": i, "loss": 1.0 / (i + 1)}))
 """
 FLOOD_EVENTS = 50_000
@@ -291,9 +299,10 @@ FLOOD_RUNS = 8
 def test_eight_parallel_metadata_floods_while_listing(project: Project) -> None:
     project.write("valohai.yaml", FLOOD_YAML)
     project.write("flood.py", FLOOD_PY)
-    env = {"VHTUI_MAX_PARALLEL": str(FLOOD_RUNS)}
-    began = time.monotonic()
-    deadline = began + 90
+    barrier = project.root.parent / "barrier"
+    barrier.mkdir()
+    env = {"VHTUI_MAX_PARALLEL": str(FLOOD_RUNS), "FLOOD_BARRIER": str(barrier), "FLOOD_RUNS": str(FLOOD_RUNS)}
+    deadline = time.monotonic() + 240  # a hang guard; how long this takes is no assertion
 
     # every launch at once: they contend for the store from the first write
     launchers = [
@@ -328,7 +337,7 @@ def test_eight_parallel_metadata_floods_while_listing(project: Project) -> None:
             statuses = {e["counter"]: e["status"] for e in json.loads(result.stdout)["results"]}
             if len(statuses) == FLOOD_RUNS and all(s in FINAL for s in statuses.values()):
                 break
-            assert time.monotonic() < deadline, f"not all final after 90 s: {statuses}"
+            assert time.monotonic() < deadline, f"not all final after 240 s: {statuses}"
             time.sleep(0.2)
     finally:
         done.set()
@@ -358,10 +367,9 @@ def test_eight_parallel_metadata_floods_while_listing(project: Project) -> None:
         assert [b[0] for b in blocks] == [sum(c for _, c in blocks[:i]) for i in range(len(blocks))]
         assert sum(c for _, c in blocks) == FLOOD_EVENTS
 
-    # they did contend: at some moment more than one was running
+    # they did contend: at some moment all of them were running
     overlap = max(sum(1 for s, e in intervals if s <= start < e) for start, _ in intervals)
-    assert overlap >= 2, f"the executions ran one after another: {intervals}"
-    assert time.monotonic() - began < 90
+    assert overlap == FLOOD_RUNS, f"the executions did not all run at once: {intervals}"
 
 
 # -- 4. stop and failure ----------------------------------------------------------------------
@@ -370,10 +378,12 @@ IGNORE_TERM_YAML = """\
     name: stubborn-sh
     image: busybox
     command:
-      - trap '' TERM
+      - trap 'echo ignoring SIGTERM; terminated=1' TERM
       - printf 'before stop\\n' > "$VH_OUTPUTS_DIR/partial.txt"
-      - echo ready
-      - sleep 120
+      - echo started
+      - terminated=0; ticks=0
+      - while [ $ticks -lt 600 ]; do sleep 0.1 || true; if [ $terminated = 1 ]; then ticks=$((ticks + 1)); echo "tick $ticks"; fi; done
+      - echo finished
 - step:
     name: stubborn-py
     image: python:3.11
@@ -382,17 +392,6 @@ IGNORE_TERM_YAML = """\
     name: failing
     image: python:3.11
     command: python failing.py
-"""
-
-STUBBORN_PY = """\
-import os, signal, time
-
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
-with open(os.path.join(os.environ["VH_OUTPUTS_DIR"], "partial.txt"), "w") as f:
-    f.write("before stop\\n")
-print("ready")
-for _ in range(120):  # ends by itself after 2 min, should anything fail to kill it
-    time.sleep(1)
 """
 
 FAILING_PY = """\
@@ -407,34 +406,24 @@ sys.exit(3)
 
 def _write_stop_project(project: Project) -> None:
     project.write("valohai.yaml", IGNORE_TERM_YAML)
-    project.write("stubborn.py", STUBBORN_PY)
+    project.write("stubborn.py", STUBBORN)
     project.write("failing.py", FAILING_PY)
 
 
 @pytest.mark.parametrize("step", ["stubborn-sh", "stubborn-py"])
-def test_stop_kills_a_command_that_ignores_sigterm_after_the_grace_period(
-    project: Project, step: str, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # 4 s rather than the fixture's 2: a run killed early (~1-2 s after the request) must not pass by luck
-    grace = 4.0
-    monkeypatch.setenv("VHTUI_STOP_GRACE", f"{grace:g}")
+def test_stop_kills_a_command_that_ignores_sigterm_after_the_grace_period(project: Project, step: str) -> None:
     _write_stop_project(project)
     counter = project.run(step, *CURRENT)
     project.wait_for_status(counter, "started", timeout=30)
-    _poll("the command to say it is ready", lambda: "ready" in _stdout_lines(project, counter), timeout=30)
+    _poll("the command to say it started", lambda: "started" in _stdout_lines(project, counter), timeout=30)
 
-    began = time.monotonic()
-    result = project.vhtui("exec", "stop", str(counter), timeout=grace + 40)
-    took = time.monotonic() - began
+    result = project.vhtui("exec", "stop", str(counter))  # it returns once the execution is final
     assert result.stdout.strip() == f"#{counter} stopped"
 
     doc = project.info(counter)
     assert doc["status"] == "stopped", doc["status_detail"]
+    assert_given_its_grace_then_killed(_stdout_lines(project, counter))
     row = _row(project, counter)
-    stop_took = row["ended_at"] - row["stop_requested_at"]
-    assert grace <= stop_took < grace + 10, f"stopped {stop_took:.2f}s after the request (grace {grace}s)"
-    assert grace <= took < grace + 10, f"`vhtui exec stop` took {took:.2f}s (grace {grace}s)"
-
     pgid = int(json.loads(row["runner_state"])["pgid"])
     _poll("the command's process group to be gone", lambda: not _group_alive(pgid), timeout=5)
 
@@ -465,6 +454,7 @@ LIMITS_YAML = """\
     command:
       - echo begin
       - sleep 60
+      - echo end
 - step:
     name: too-quiet
     image: busybox
@@ -472,35 +462,30 @@ LIMITS_YAML = """\
     command:
       - echo once
       - sleep 60
+      - echo end
 """
 
 
 def test_time_limit_ends_the_execution_as_error(project: Project) -> None:
     project.write("valohai.yaml", LIMITS_YAML)
-    began = time.monotonic()
     counter = project.run("too-long", *CURRENT)
-    doc = project.wait(counter, timeout=30)
-    took = time.monotonic() - began
+    doc = project.wait(counter, timeout=50)  # a hang guard: the command's natural end is 60 s away
     assert doc["status"] == "error"
     assert doc["status_detail"] and "time limit" in doc["status_detail"].lower(), doc["status_detail"]
     assert doc["time_limit"] == 2
-    assert doc["duration"] >= 2
-    assert took < 12, f"a 2 s time limit took {took:.1f}s to end the execution"
-    assert "begin" in _stdout_lines(project, counter)
+    assert doc["duration"] >= 2  # not before its limit (a lower bound: load only makes it longer)
+    assert _stdout_lines(project, counter) == ["begin"]  # cut before its natural end
 
 
 def test_no_output_timeout_ends_the_execution_as_error(project: Project) -> None:
     project.write("valohai.yaml", LIMITS_YAML)
-    began = time.monotonic()
     counter = project.run("too-quiet", *CURRENT)
-    doc = project.wait(counter, timeout=30)
-    took = time.monotonic() - began
+    doc = project.wait(counter, timeout=50)  # a hang guard: the command's natural end is 60 s away
     assert doc["status"] == "error"
     assert doc["status_detail"] and "no output" in doc["status_detail"].lower(), doc["status_detail"]
     assert doc["no_output_timeout"] == 2
-    assert doc["duration"] >= 2
-    assert took < 12, f"a 2 s no-output timeout took {took:.1f}s to end the execution"
-    assert _stdout_lines(project, counter) == ["once"]
+    assert doc["duration"] >= 2  # not before its limit (a lower bound: load only makes it longer)
+    assert _stdout_lines(project, counter) == ["once"]  # cut before its natural end
 
 
 # -- 6. stop-condition ------------------------------------------------------------------------
