@@ -82,7 +82,7 @@ class Launcher:
                 environ = (proc / "environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"vhtui.launcher" in cmdline and f"XDG_RUNTIME_DIR={self.runtime}".encode() in environ:
+            if b"vhtui.cli.launcher" in cmdline and f"XDG_RUNTIME_DIR={self.runtime}".encode() in environ:
                 found.append(int(proc.name))
         return found
 
@@ -192,7 +192,7 @@ def test_a_launch_in_flight_outlives_its_launcher(project: Project, launcher: La
     if how == "killed":
         os.kill(pid, signal.SIGKILL)
     else:  # vhtui's code changes: the next request is refused and the launcher exits
-        os.utime(Path(__file__).parent.parent / "vhtui" / "launcher.py")
+        os.utime(Path(__file__).parent.parent / "vhtui" / "cli" / "launcher.py")
         assert project.run("where", "--n=5", "--env", "current", **launcher.env) == 3
         assert launcher.entries()[-1]["refused"] == "vhtui's code changed since this launcher started"
         poll("the launcher to exit", lambda: gone(pid))

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(arguments: list[str]) -> int:
     if not os.environ.get("VHTUI_IN_LAUNCHER"):
-        from vhtui import launcher
+        from vhtui.cli import launcher
 
         if launcher.enabled():
             code = launcher.run_remotely(["run", *arguments])

@@ -37,10 +37,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 IDLE_S = 600.0
-# What this process exists to keep loaded; `docker` is the Docker runner's SDK (150 ms a launch
-# otherwise).
-PRELOAD = ("valohai_yaml.objs", "docker", "runners.docker", "runners.local", "vhtui.cli", "vhtui.cli.run",
-           "vhtui.engine.launch", "vhtui.engine.supervisor")
+PRELOAD = ("valohai_yaml.objs", "runners.docker", "runners.local", "vhtui.cli", "vhtui.cli.run",
+           "vhtui.engine.launch", "vhtui.engine.supervisor")  # what this process exists to keep loaded
 _HEADER = struct.Struct(">I")  # the request's length
 _MESSAGE = struct.Struct(">ci")  # what the child tells the client: a kind and a number
 ACCEPTED, EXITED = b"A", b"X"  # ACCEPTED carries the child's pid, EXITED its exit code
@@ -62,7 +60,8 @@ def log_path() -> Path:
 def code_stamp() -> float:
     """When vhtui's code last changed (its newest source file)."""
     newest = 0.0
-    for package in (Path(__file__).parent, Path(__file__).parent.parent / "runners"):
+    vhtui = Path(__file__).resolve().parent.parent
+    for package in (vhtui, vhtui.parent / "runners"):
         for path in package.rglob("*.py"):
             newest = max(newest, path.stat().st_mtime)
     return newest
@@ -150,7 +149,7 @@ def _peer_uid(conn: socket.socket) -> int:
 
 
 def start_launcher() -> None:
-    subprocess.Popen([sys.executable, "-m", "vhtui.launcher"], stdin=subprocess.DEVNULL,
+    subprocess.Popen([sys.executable, "-m", "vhtui.cli.launcher"], stdin=subprocess.DEVNULL,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
