@@ -273,3 +273,17 @@ def test_local_input_files_are_copied_not_linked(steps: Project) -> None:
     assert hashlib.sha256(blob.read_bytes()).hexdigest() == recorded
     second = steps.wait(steps.run("needs-input", "--data=data/train.csv", "--env", "current"))
     assert second["inputs"][0]["checksums"]["sha256"] != recorded
+
+
+@pytest.mark.parametrize("path", [".git/config", "a/.git/x", ".venv/bin/python", "src/__pycache__/m.cpython-311.pyc",
+                                  "m.pyc", "deep/er/m.pyc", ".vhtui/", "__pycache__/", "a/b/.venv/", "code.py",
+                                  "a/.gitignore", ".venvx/f", "x__pycache__/f", "pyc", "m.pyc.txt", "notes/.git",
+                                  "src/", ".github/workflows/ci.yml"])
+def test_the_built_in_ignores_answer_as_pathspec_does(path: str) -> None:
+    """Without ignore files, packaging skips pathspec; its answers must be pathspec's all the same."""
+    import pathspec
+
+    from vhtui.supervision import code
+
+    patterns = [f"{f}/" for f in code.IGNORED_FOLDERS] + [f"*{s}" for s in code.IGNORED_SUFFIXES]
+    assert code.AlwaysIgnored.match_file(path) == pathspec.GitIgnoreSpec.from_lines(patterns).match_file(path)

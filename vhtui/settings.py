@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +31,8 @@ def load_settings(home: Home) -> Settings:
     settings = Settings()
     path = home.config_file
     if path.is_file():
+        import tomllib
+
         try:
             data = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, OSError) as exc:

@@ -120,13 +120,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(arguments: list[str]) -> int:
-    if not os.environ.get("VHTUI_IN_LAUNCHER"):
+    """`vhtui run`: through the resident launcher when one is wanted (and this is not its child)."""
+    wanted = os.environ.get("VHTUI_LAUNCHER", "").lower() in ("1", "true", "yes", "on")
+    if wanted and not os.environ.get("VHTUI_IN_LAUNCHER"):
         from vhtui.cli import launcher
 
-        if launcher.enabled():
-            code = launcher.run_remotely(["run", *arguments])
-            if code is not None:
-                return code
+        code = launcher.run_remotely(["run", *arguments])
+        if code is not None:
+            return code
     from vhtui.cli.run import run_command
 
     return _guarded(lambda: run_command(arguments))

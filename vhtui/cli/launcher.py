@@ -44,10 +44,6 @@ _MESSAGE = struct.Struct(">ci")  # what the child tells the client: a kind and a
 ACCEPTED, EXITED = b"A", b"X"  # ACCEPTED carries the child's pid, EXITED its exit code
 
 
-def enabled() -> bool:
-    return os.environ.get("VHTUI_LAUNCHER", "").lower() in ("1", "true", "yes", "on")
-
-
 def socket_path() -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     return Path(runtime) / f"vhtui-launcher-{os.getuid()}.sock"

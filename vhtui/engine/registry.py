@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +130,8 @@ def health(ctx: Context, name: str) -> dict[str, Any]:
 
 def health_of_all(ctx: Context) -> list[dict[str, Any]]:
     """Every runner's health, asked at once: one slow agent must not hold up the rest."""
+    from concurrent.futures import ThreadPoolExecutor
+
     def ask(name: str) -> dict[str, Any]:
         own = ctx.with_new_connection()  # sqlite connections are not shared between threads
         try:
