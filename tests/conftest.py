@@ -19,6 +19,17 @@ CORPUS = SHARED / "corpus" / "valohai-yaml"
 EXAMPLE = REPO / "examples" / "quickstart"
 
 
+def poll(what: str, condition: Any, timeout: float = 60, interval: float = 0.05) -> Any:
+    """condition()'s first truthy value; after `timeout` seconds (a hang guard, never a measurement)
+    the test fails naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+    return value
+
+
 @pytest.fixture
 def vh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "vhtui-home"

@@ -12,14 +12,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Project
+from tests.conftest import Project, poll
 
 STEPS = """
 - step:
@@ -36,15 +35,6 @@ STEPS = """
     image: python:3.11
     command: while [ ! -e "$GATE" ]; do sleep 0.05; done; echo "launcher=${VHTUI_IN_LAUNCHER:-no}"
 """
-
-
-def poll(what: str, condition: Any, timeout: float = 30) -> Any:
-    """condition() once it is truthy; fails with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return result
 
 
 class Launcher:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.conftest import poll
 from tests.test_runners import STUBBORN, assert_given_its_grace_then_killed
 
 if TYPE_CHECKING:
@@ -58,17 +59,6 @@ def _try_info(project: Project, counter: int) -> dict[str, Any] | None:
 
 def _outputs(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {o["name"]: o for o in doc["outputs"]}
-
-
-def _poll(what: str, predicate, timeout: float, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def _proc_state(pid: int) -> str | None:
@@ -183,7 +173,7 @@ def test_sigkilled_follower_does_not_take_the_execution_with_it(project: Project
             assert doc is None or doc["status"] not in FINAL, f"#1 ended before the test could kill: {doc}"
             return doc if doc and doc["status"] == "started" else None
 
-        _poll("#1 to start", started, timeout=30)
+        poll("#1 to start", started, timeout=30)
         follower.send_signal(signal.SIGKILL)
         follower.communicate(timeout=10)
     finally:
@@ -244,7 +234,7 @@ def test_sigkilled_supervisor_is_reported_crashed_and_its_processes_killed(proje
     counter = project.run("hold", *CURRENT, "--env-var", f"PIDFILE={pidfile}")
     try:
         project.wait_for_status(counter, "started", timeout=30)
-        _poll("the command to write its grandchild's pid", pidfile.exists, timeout=30)
+        poll("the command to write its grandchild's pid", pidfile.exists, timeout=30)
         grandchild = int(pidfile.read_text().strip())
         row = _row(project, counter)
         supervisor_pid = row["supervisor_pid"]
@@ -254,15 +244,15 @@ def test_sigkilled_supervisor_is_reported_crashed_and_its_processes_killed(proje
         assert os.getpgid(grandchild) == pgid, "the background process should be in the command's group"
 
         os.kill(supervisor_pid, signal.SIGKILL)
-        _poll("the supervisor to die", lambda: not _process_alive(supervisor_pid), timeout=10)
+        poll("the supervisor to die", lambda: not _process_alive(supervisor_pid), timeout=10)
 
         doc = project.info(counter)
         assert doc["status"] == "crashed"
         assert doc["status_detail"] and "supervisor" in doc["status_detail"].lower(), doc["status_detail"]
         assert doc["ended_at"]
 
-        _poll(f"the command's process group {pgid} to be gone", lambda: not _group_alive(pgid), timeout=5)
-        _poll(f"the background grandchild {grandchild} to be gone", lambda: not _process_alive(grandchild), timeout=5)
+        poll(f"the command's process group {pgid} to be gone", lambda: not _group_alive(pgid), timeout=5)
+        poll(f"the background grandchild {grandchild} to be gone", lambda: not _process_alive(grandchild), timeout=5)
         # dead for good: it is not brought back, and the verdict stays
         assert project.info(counter)["status"] == "crashed"
     finally:  # never leave a `sleep 300` behind, whatever failed
@@ -415,7 +405,7 @@ def test_stop_kills_a_command_that_ignores_sigterm_after_the_grace_period(projec
     _write_stop_project(project)
     counter = project.run(step, *CURRENT)
     project.wait_for_status(counter, "started", timeout=30)
-    _poll("the command to say it started", lambda: "started" in _stdout_lines(project, counter), timeout=30)
+    poll("the command to say it started", lambda: "started" in _stdout_lines(project, counter), timeout=30)
 
     result = project.vhtui("exec", "stop", str(counter))  # it returns once the execution is final
     assert result.stdout.strip() == f"#{counter} stopped"
@@ -425,7 +415,7 @@ def test_stop_kills_a_command_that_ignores_sigterm_after_the_grace_period(projec
     assert_given_its_grace_then_killed(_stdout_lines(project, counter))
     row = _row(project, counter)
     pgid = int(json.loads(row["runner_state"])["pgid"])
-    _poll("the command's process group to be gone", lambda: not _group_alive(pgid), timeout=5)
+    poll("the command's process group to be gone", lambda: not _group_alive(pgid), timeout=5)
 
     outputs = _outputs(doc)
     assert set(outputs) == {"partial.txt"}
