@@ -12,17 +12,20 @@ import io
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.agent_helper import TOKEN, Agent
-from tests.conftest import Project
+from tests.conftest import Project, poll
+from tests.test_runners import IMAGE, NO_DOCKER, docker_ready, require
 
 STEPS = """
 - step:
@@ -57,10 +60,7 @@ for i in range(a.n):
 
 
 def need_root() -> None:
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("this fault test needs root (a network namespace or a tmpfs), which CI has")
-        pytest.skip("needs root for a network namespace or a tmpfs")
+    require(os.geteuid() == 0, "this fault test needs root (a network namespace or a tmpfs)")
 
 
 @pytest.fixture
@@ -188,14 +188,20 @@ def test_agent_killed_and_restarted_mid_run(remote: Project, agent: Agent) -> No
 
 
 def test_control_supervisor_killed_mid_run_is_resumed(remote: Project, agent: Agent) -> None:
-    counter = launch(remote, "--n=200", "--pause=0.02")
+    # A checkpoint is taken only at a moment when every metadata event so far is stored: one event
+    # every half second leaves such moments (a steadier stream of metadata never gets one).
+    counter = launch(remote, "--n=200", "--pause=0.05")
     _wait_for_line(remote, counter, "line 000050")
-    time.sleep(2.5)  # past a heartbeat, so a checkpoint is stored
+    poll("a checkpoint to be stored (at a heartbeat)", lambda: _execution(remote, counter)["checkpoint"])
     before = remote.info(counter)
-    supervisor = _supervisor_pid(remote, counter)
+    supervisor = _execution(remote, counter)["supervisor_pid"]
     os.kill(supervisor, signal.SIGKILL)
-    time.sleep(0.5)
-    remote.vhtui("exec", "list")  # any reader reconciles: it starts a supervisor that resumes the run
+
+    def resumed() -> bool:
+        remote.vhtui("exec", "list")  # any reader reconciles: it starts a supervisor that resumes the run
+        return _execution(remote, counter)["supervisor_pid"] != supervisor
+
+    poll("a new supervisor to take the run over", resumed)
     assert_whole(remote, counter, 200)
     assert before["status"] == "started"
 
@@ -311,21 +317,21 @@ def _wait_for_line(project: Project, counter: int, line: str) -> None:
         time.sleep(0.1)
 
 
-def _supervisor_pid(project: Project, counter: int) -> int:
-    import sqlite3
-
-    with sqlite3.connect(project.home / "vhtui.sqlite3") as conn:
-        return int(conn.execute("SELECT supervisor_pid FROM executions WHERE counter = ?", (counter,)).fetchone()[0])
+def _execution(project: Project, counter: int) -> dict[str, Any]:
+    """What the store holds about the run: its supervisor's pid, and the checkpoint a resumed
+    supervisor would go on from (None until one is stored)."""
+    conn = sqlite3.connect(project.home / "vhtui.sqlite3", timeout=30)
+    try:
+        pid, state = conn.execute("SELECT supervisor_pid, runner_state FROM executions WHERE counter = ?",
+                                  (counter,)).fetchone()
+    finally:
+        conn.close()
+    return {"supervisor_pid": pid, "checkpoint": json.loads(state or "{}").get("checkpoint")}
 
 
 def test_an_agent_with_the_docker_backend(project: Project, tmp_path: Path) -> None:
     """The agent's own runner can be Docker: the command sees Valohai's container paths."""
-    from tests.test_runners import IMAGE, docker_ready
-
-    if not docker_ready():
-        if os.environ.get("CI"):
-            pytest.fail(f"Docker or the {IMAGE} image is missing in CI: scripts/docker-setup.sh must provide them")
-        pytest.skip("no Docker engine here (scripts/docker-setup.sh sets one up)")
+    require(docker_ready(), NO_DOCKER)
     agent = Agent(tmp_path / "agent", backend="docker").start()
     try:
         project.write("valohai.yaml", f"""
