@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from typing import Any, cast
 
 from runners import ResumableRunner, RunHandle, RunLost, Runner, RunnerError, RunSpec
@@ -196,6 +197,7 @@ class Supervisor:
         stop_condition = self.spec.get("stop_condition")
         started = last_output = last_flush = last_control = last_live = time.monotonic()
         stopping = False
+        candidates: deque[dict[str, int]] = deque(maxlen=64)  # points where the log had no partial line
         try:
             for chunk in runner.stream(handle, offset):
                 now = time.monotonic()
@@ -212,9 +214,8 @@ class Supervisor:
                 if now - last_control < CONTROL_S:
                     continue
                 last_control = now
-                if resumable and not any(log.pending.values()) and sink.committed_seq == sink.seq:
-                    handle.state["checkpoint"] = {"offset": handle.state.get("consumed", 0),
-                                                  "log_size": log.offset, "seq": sink.seq}
+                if resumable:
+                    self._checkpoint(handle, log, sink, candidates)
                 self._heartbeat(now, handle if resumable else None)
                 if not stopping:
                     if self._stop_requested():
@@ -230,6 +231,16 @@ class Supervisor:
             sink.feed(log.close(), time.time())
             sink.close()
         return runner.wait(handle)
+
+    @staticmethod
+    def _checkpoint(handle: RunHandle, log: LogWriter, sink: MetadataSink, candidates: deque[dict[str, int]]) -> None:
+        """Where a resumed supervisor would go on from: the newest point at which the log held no
+        partial line and every metadata event before it is committed. Under a steady stream the
+        metadata writer is always a batch behind, so points are kept until it catches up with them."""
+        if not any(log.pending.values()):
+            candidates.append({"offset": handle.state.get("consumed", 0), "log_size": log.offset, "seq": sink.seq})
+        while candidates and candidates[0]["seq"] <= sink.committed_seq:
+            handle.state["checkpoint"] = candidates.popleft()
 
     def _begin_stop(self, runner: Runner, handle: RunHandle, status: str, reason: str) -> bool:
         """Start stopping without blocking the pump: output must keep flowing while the run ends."""
