@@ -6,7 +6,6 @@ A runner agent reports this so the control side can show which box has room befo
 from __future__ import annotations
 
 import os
-import socket
 from typing import Any
 
 from runners import RunnerError
@@ -72,6 +71,8 @@ def gpu_readings(setting: Any = "auto") -> list[dict[str, Any]]:
 
 
 def host_info(gpu_setting: Any = "auto") -> dict[str, Any]:
+    import socket
+
     total, available = memory_bytes()
     return {"hostname": socket.gethostname(), "cpus": os.cpu_count() or 1, "memory_total": total,
             "memory_available": available, "load": os.getloadavg()[0], "gpus": gpu_readings(gpu_setting)}

@@ -184,3 +184,27 @@ def test_follow_prints_the_log_then_the_final_status(steps: Project) -> None:
     result = steps.vhtui("run", "slow", "--env", "current", "--follow")
     assert result.stdout.splitlines() == ["begin", "end"]
     assert result.stderr.strip().splitlines()[-1] == "#1 complete"
+
+
+def test_a_refused_launch_leaves_no_standby_supervisor(steps: Project) -> None:
+    """`vhtui run` forks its supervisor before checking the launch (so that its imports overlap);
+    a refused launch must take that process with it, and store nothing."""
+    from tests.conftest import poll
+
+    marker = "--epochs=0"  # below the minimum: refused after the standby was forked
+    result = steps.vhtui("run", "train", marker, check=False)
+    assert result.returncode == 1 and "less than the minimum" in result.stderr
+
+    def standbys() -> list[str]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if marker.encode() in cmdline and b"vhtui" in b" ".join(cmdline):
+                found.append(entry.name)
+        return found
+
+    poll("the standby supervisor to exit", lambda: not standbys(), timeout=20)
+    assert "no executions" in steps.vhtui("exec", "list", check=False).stderr

@@ -1,5 +1,7 @@
 """The one exception type users see: its message is printed as one line, never a traceback."""
 
+from __future__ import annotations
+
 
 class VhtuiError(Exception):
     """A failure caused by the user's input or environment, explained in one line."""
@@ -13,3 +15,11 @@ class VhtuiError(Exception):
 
 class NotFound(VhtuiError):
     """An execution, datum, alias, step or file that does not exist."""
+
+
+def did_you_mean(given: str, known: list[str]) -> str:
+    """"; did you mean X?" for the nearest of `known`, or nothing when none is near."""
+    import difflib
+
+    close = difflib.get_close_matches(given, known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""

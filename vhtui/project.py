@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import io
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import yaml as pyyaml
 
 from vhtui import lazy_jsonschema
-from vhtui.errors import NotFound, VhtuiError
+from vhtui.errors import NotFound, VhtuiError, did_you_mean
 
 if TYPE_CHECKING:
     from valohai_yaml.objs import Config, Step
@@ -126,9 +125,7 @@ def match_step(config: Config, name: str) -> Step:
     if matches:
         names = ", ".join(sorted(s.name for s in matches))
         raise VhtuiError(f"step {name!r} is ambiguous: it matches {names}")
-    close = difflib.get_close_matches(name, list(config.steps), n=1, cutoff=0.6)
-    suggestion = f"; did you mean {close[0]}?" if close else ""
-    raise NotFound(f"no step {name!r} in valohai.yaml{suggestion} (steps: {known})")
+    raise NotFound(f"no step {name!r} in valohai.yaml{did_you_mean(name, list(config.steps))} (steps: {known})")
 
 
 def lint_files(paths: list[str], strict_warnings: bool, out: TextIO, ansi_colors: bool = False) -> int:

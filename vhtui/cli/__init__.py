@@ -9,14 +9,13 @@ document with Valohai's API field names.
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import re
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from vhtui.errors import NotFound, VhtuiError
+from vhtui.errors import NotFound, VhtuiError, did_you_mean
 
 DESCRIPTION = """A local-first, Valohai-compatible ML workbench.
 
@@ -37,11 +36,6 @@ class Parser(argparse.ArgumentParser):
             message = f"no {what} {found['given']!r}" + did_you_mean(found["given"], known) + \
                 f" (one of: {', '.join(known)})"
         raise VhtuiError(f"{message}; see `{self.prog} --help`", exit_code=2)
-
-
-def did_you_mean(given: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(given, known, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]}?" if close else ""
 
 
 def cmd_lint(args: argparse.Namespace) -> int:

@@ -165,14 +165,27 @@ def step_summary(step: Any, width: int = 72) -> str:
 
 
 def run_command(argv: list[str]) -> int:
+    if not argv or argv[0] in HELP_FLAGS:
+        print(steps_overview())
+        return 0 if argv else 2
+    if any(flag in argv[1:] for flag in HELP_FLAGS) or "--watch" in argv:
+        return _run(argv[0], argv[1:], None)
+    from vhtui.engine.launch import standby_supervisor
+    from vhtui.home import current_home
+
+    standby = standby_supervisor(current_home())  # before the store is opened: none is open across the fork
+    try:
+        return _run(argv[0], argv[1:], standby)
+    finally:
+        if standby is not None and not standby.handed_over:
+            standby.cancel()
+
+
+def _run(step_name: str, argv: list[str], standby: Any) -> int:
     from vhtui.engine.launch import launch
     from vhtui.progress import for_terminal
     from vhtui.project import load_project
 
-    if not argv or argv[0] in HELP_FLAGS:
-        print(steps_overview())
-        return 0 if argv else 2
-    step_name, argv = argv[0], argv[1:]
     ctx = Context.open()  # first, so that the home exists to remember the file's validation
     project = load_project()
     step = project.step(step_name)
@@ -182,7 +195,7 @@ def run_command(argv: list[str]) -> int:
     request, args = build_request(step, project.root, argv)
     if args.watch:
         return _watch(ctx, project.root, request)
-    execution = launch(ctx, request, for_terminal(), project)
+    execution = launch(ctx, request, for_terminal(), project, standby=standby)
     print(f"#{execution['counter']} {execution['step']} launched ({execution['runner']})", file=sys.stderr)
     if args.follow:
         return _follow(ctx, execution)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,13 @@ from vhtui.engine import registry
 from vhtui.engine.params import build_command, resolve_parameters
 from vhtui.engine.slots import gpus_requested
 from vhtui.errors import VhtuiError
+from vhtui.home import Home
 from vhtui.progress import Progress
 from vhtui.project import Project, load_project
 from vhtui.store import executions as execution_rows
 from vhtui.store import projects as project_rows
 from vhtui.supervision import code
-from vhtui.supervision.detach import start_detached
+from vhtui.supervision.detach import Standby, start_detached
 from vhtui.supervision.jobscript import render_script
 
 
@@ -65,8 +67,10 @@ def check_runner(ctx: Context, runner: str, image: str | None, gpus: int = 0) ->
 
 def launch(
     ctx: Context, request: LaunchRequest, progress: Progress | None = None, project: Project | None = None,
+    standby: Standby | None = None,
 ) -> dict[str, Any]:
-    """Validate, record and start one execution; `project` saves a second parse when already loaded."""
+    """Validate, record and start one execution; `project` saves a second parse when already loaded,
+    `standby` (from `standby_supervisor`) is the supervisor to hand it to."""
     progress = progress or Progress()
     project = project or load_project(request.project_root)
     step = project.step(request.step)
@@ -110,19 +114,30 @@ def launch(
             "code_version": code_version, "environment": environment, "spec": spec,
         }, [f.as_row() for f in inputs])
         os.rename(staging, ctx.home.execution_dir(execution["id"]))
-    start_supervisor(ctx, execution["id"])
+    start_supervisor(ctx, execution["id"], standby=standby)
     return execution
 
 
-def start_supervisor(ctx: Context, execution_id: int, resume: bool = False) -> None:
-    """A detached supervisor owns the execution from here: forked from the CLI, or a fresh interpreter."""
+def standby_supervisor(home: Home) -> Standby | None:
+    """A supervisor forked ahead of a launch, importing what it needs while the launch is checked
+    and recorded (None where forking is not safe); `launch` hands it the execution."""
+    return Standby.start(_supervisor_main, home.root)
+
+
+def start_supervisor(ctx: Context, execution_id: int, resume: bool = False, standby: Standby | None = None) -> None:
+    """A detached supervisor owns the execution from here: the standby one, one forked from the
+    CLI, or a fresh interpreter."""
     args = [str(execution_id), *(["--resume"] if resume else [])]
-    start_detached("vhtui.engine.supervisor", args, ctx.home.supervisor_log(execution_id), ctx.home.root,
-                   main=_supervise, db=ctx.db)
+    log = ctx.home.supervisor_log(execution_id)
+    if standby is not None:
+        standby.hand_over(args, log)
+        return
+    start_detached("vhtui.engine.supervisor", args, log, ctx.home.root,
+                   main=lambda given: _supervisor_main()(given), db=ctx.db)
 
 
-def _supervise(args: list[str]) -> int:
-    """The forked supervisor's body: its imports are paid by the child, not by the CLI that waits."""
+def _supervisor_main() -> Callable[[list[str]], int]:
+    """The supervisor's entry point, imported in the child that runs it, not in the CLI that waits."""
     from vhtui.engine import supervisor
 
-    return supervisor.main(args)
+    return supervisor.main
