@@ -95,6 +95,9 @@ class RunFolder:
 
     def status(self) -> dict[str, Any]:
         """What the client needs: state, exit code, reason, bytes of output so far."""
+        if not self.root.is_dir():  # removed under a run being followed: it will never end by itself
+            return {"id": self.run_id, "state": "lost", "exit_code": None, "frames_size": 0, "gpus": [],
+                    "reason": "its folder on the agent was removed", "created": None}
         status = self.read("status.json")
         state = status.get("state", "uploaded" if not (self.root / "spec.json").exists() else "starting")
         keeper = self.read("keeper.json")

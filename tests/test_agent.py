@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -211,6 +212,17 @@ def test_control_supervisor_killed_mid_run_is_resumed(remote: Project, agent: Ag
     poll("a new supervisor to take the run over", resumed)
     assert_whole(remote, counter, 300)
     assert before["status"] == "started"
+
+
+def test_a_run_the_agent_forgets_ends_crashed_as_lost(remote: Project, agent: Agent) -> None:
+    """Not "still running" for ever, nor retried for the 300 s a cut link gets: gone is gone."""
+    counter = launch(remote, "--n=1000", "--pause=0.05")
+    _wait_for_line(remote, counter, "line 000005")
+    run_dir = next((agent.root / "state" / "runs").iterdir())
+    os.killpg(json.loads((run_dir / "keeper.json").read_text())["pid"], signal.SIGKILL)
+    shutil.rmtree(run_dir)
+    doc = remote.wait(counter, timeout=60)
+    assert doc["status"] == "crashed" and doc["status_detail"].startswith("the run was lost: "), doc
 
 
 def test_a_secret_never_reaches_the_agents_disk_or_the_log(agent: Agent, tmp_path: Path) -> None:
