@@ -682,25 +682,27 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Report, bool], None]]] = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.engine", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="sizes / 10: a smoke run")
-    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS), metavar="NAME",
-                        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
+def run_benchmarks(prog: str, doc: str, benchmarks: dict[str, tuple[str, Callable[[Report, bool], None]]],
+                   argv: list[str] | None, quick_help: str) -> int:
+    """The command line every benchmark module shares: --quick, --only NAME, a summary table; exit
+    status 1 only when a benchmark could not run or its results were wrong (a lost line)."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--only", action="append", choices=sorted(benchmarks), metavar="NAME",
+                        help=f"run only this benchmark (repeatable): {', '.join(benchmarks)}")
     args = parser.parse_args(argv)
-    chosen = [name for name in BENCHMARKS if not args.only or name in args.only]
+    chosen = [name for name in benchmarks if not args.only or name in args.only]
     report = Report()
     started = time.perf_counter()
     global PYCACHE
     PYCACHE = Path(tempfile.mkdtemp(prefix="vhtui-bench-pycache-"))
-    print(f"vhtui engine benchmarks{' (--quick)' if args.quick else ''}: {', '.join(chosen)}; "
-          f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}, vhtui {VHTUI[0]}, temp dir {tempfile.gettempdir()}; "
-          f"{load_text()}", flush=True)
+    print(f"{prog}{' --quick' if args.quick else ''}: {', '.join(chosen)}; {os.cpu_count()} CPUs, python "
+          f"{sys.version.split()[0]}, vhtui {VHTUI[0]}, temp dir {tempfile.gettempdir()}; {load_text()}", flush=True)
     if os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
         print("warning: the machine is busy; timings will be slower and noisier than on an idle machine", flush=True)
     try:
         for name in chosen:
-            title, func = BENCHMARKS[name]
+            title, func = benchmarks[name]
             print(f"\n{title}  ({load_text()})", flush=True)
             t = time.perf_counter()
             try:
@@ -716,6 +718,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntotal runtime {time.perf_counter() - started:.1f} s; at the end: {load_text()}")
     wrong = any(r.target == "all" and r.met is False for r in report.rows)  # lost lines, rows or outputs
     return 1 if report.failures or wrong else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_benchmarks("python -m benchmarks.engine", __doc__ or "", BENCHMARKS, argv, "sizes / 10: a smoke run")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ could not run or a result was wrong (a wrong status, a lost event).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -32,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,7 +38,7 @@ from typing import Any
 import httpx
 
 from benchmarks.deploy import Bench
-from benchmarks.engine import FINAL, VHTUI, Report, Row, Sandbox, info, load_text, median, ms
+from benchmarks.engine import FINAL, VHTUI, Report, Row, Sandbox, info, median, ms, run_benchmarks
 
 STEPS = """\
 - step:
@@ -350,31 +348,8 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Report, bool], None]]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.limits", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one round each, smaller floods: a smoke run")
-    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS), metavar="NAME",
-                        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
-    args = parser.parse_args(argv)
-    chosen = [name for name in BENCHMARKS if not args.only or name in args.only]
-    report = Report()
-    started = time.perf_counter()
-    print(f"vhtui limits benchmarks{' (--quick)' if args.quick else ''}: {', '.join(chosen)}; "
-          f"python {sys.version.split()[0]}; {load_text()}", flush=True)
-    for name in chosen:
-        title, func = BENCHMARKS[name]
-        print(f"\n{title}  ({load_text()})", flush=True)
-        t = time.perf_counter()
-        try:
-            func(report, args.quick)
-        except Exception as exc:  # noqa: BLE001 (report and go on with the others)
-            traceback.print_exc()
-            report.failures.append(name)
-            report.add(Row(name, "benchmark failed", f"{type(exc).__name__}: {str(exc)[:80]}", met=False))
-        info(f"({time.perf_counter() - t:.1f} s)")
-    print("\nsummary\n" + report.table())
-    print(f"\ntotal runtime {time.perf_counter() - started:.1f} s; at the end: {load_text()}")
-    wrong = any(r.target == "all" and r.met is False for r in report.rows)
-    return 1 if report.failures or wrong else 0
+    return run_benchmarks("python -m benchmarks.limits", __doc__ or "", BENCHMARKS, argv,
+                          "one round each, smaller floods: a smoke run")
 
 
 if __name__ == "__main__":

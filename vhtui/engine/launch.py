@@ -137,7 +137,10 @@ def start_supervisor(ctx: Context, execution_id: int, resume: bool = False, stan
 
 
 def _supervisor_main() -> Callable[[list[str]], int]:
-    """The supervisor's entry point, imported in the child that runs it, not in the CLI that waits."""
+    """The supervisor's entry point, imported in the child that runs it, not in the CLI that waits
+    (with the runners of this host, which a standby would otherwise import once it has work)."""
+    import runners.docker  # noqa: F401
+    import runners.local  # noqa: F401
     from vhtui.engine import supervisor
 
     return supervisor.main
