@@ -16,7 +16,6 @@ What a runner can do is said by its capabilities, never by its name:
 
 - `uses_host_slots`: it runs on this host, so the caller takes one of this host's run slots and
   GPUs for it (runners.slots) and hands the GPUs over in `RunSpec.gpu_ids`;
-- `needs_image`: a run must name an image;
 - `resumable`: its runs outlive their owner: `stream` resumes from any byte offset, and
   `reattach(state)` finds a run again (the `ResumableRunner` protocol).
 """
@@ -115,7 +114,6 @@ def relay(chunks: ChunkQueue, handle: RunHandle, tick: float, skip: int = 0) -> 
 class Runner(Protocol):
     kind: str
     uses_host_slots: bool
-    needs_image: bool
     resumable: bool
 
     def preflight(self, image: str | None, gpus: int) -> None:

@@ -80,7 +80,6 @@ class DockerRunner:
 
     kind = "docker"
     uses_host_slots = True
-    needs_image = True
     resumable = False
 
     def __init__(self, user: str | None = None, network: str = "host", gpus: Any = "auto", **_: Any) -> None:

@@ -67,7 +67,6 @@ class LocalRunner:
 
     kind = "local"
     uses_host_slots = True
-    needs_image = False
     resumable = False  # a local run's pipes die with its owner: it can never be adopted
 
     def __init__(self, envs_dir: str | Path | None = None, gpus: Any = "auto", **_: Any) -> None:

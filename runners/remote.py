@@ -28,7 +28,6 @@ ACTIVE = ("uploaded", "starting", "queued", "running")
 class RemoteRunner:
     kind = "remote"
     uses_host_slots = False  # the agent's host has slots of its own
-    needs_image = False  # an agent with the Docker backend refuses a run without one itself
     resumable = True
 
     def __init__(self, url: str, token: str, name: str | None = None, verify: Any = True,

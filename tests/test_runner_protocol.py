@@ -53,9 +53,8 @@ def drain(runner: Runner, handle: object) -> bytes:
 
 def test_a_runner_says_what_it_can_do(runner: Runner) -> None:
     assert runner.kind in ("local", "docker", "remote")
-    assert {type(runner.uses_host_slots), type(runner.needs_image), type(runner.resumable)} == {bool}
+    assert {type(runner.uses_host_slots), type(runner.resumable)} == {bool}
     assert runner.uses_host_slots is (runner.kind != "remote")
-    assert runner.needs_image is (runner.kind == "docker")
     assert runner.resumable is (runner.kind == "remote") and hasattr(runner, "reattach") is runner.resumable
     health = runner.health()
     assert health["health"] == "ok" and health["gpus"] == []

@@ -66,10 +66,6 @@ class Home:
         return self.root / "blobs"
 
     @property
-    def input_cache(self) -> Path:
-        return self.root / "cache" / "inputs"
-
-    @property
     def source_index(self) -> Path:
         """What each fetched input URL held last time (size, mtime, ETag -> checksum)."""
         return self.root / "cache" / "sources"
@@ -78,11 +74,6 @@ class Home:
     def valid_configs(self) -> Path:
         """valohai.yaml texts that passed schema validation, by hash: skipped next time."""
         return self.root / "cache" / "valid-configs"
-
-    @property
-    def exports(self) -> Path:
-        """Where the workbench writes files it exports, unless the user names a place."""
-        return self.root / "exports"
 
     # -- deployments and agents ---------------------------------------------------------------
     @property

@@ -102,14 +102,6 @@ def inputs_of(db: Database, execution_id: int) -> list[dict[str, Any]]:
     ]
 
 
-def set_input_file(db: Database, execution_id: int, name: str, position: int, **fields: Any) -> None:
-    """Record what an input resolved to once fetched (checksum, size, file name)."""
-    sql = "UPDATE execution_inputs SET " + ", ".join(f"{k} = ?" for k in fields)
-    sql += " WHERE execution_id = ? AND name = ? AND position = ?"
-    with db.write() as conn:
-        conn.execute(sql, (*fields.values(), execution_id, name, position))
-
-
 def consumers_of_datum(db: Database, datum_id: str) -> list[dict[str, Any]]:
     return [
         _decode(r)  # type: ignore[misc]

@@ -1,16 +1,16 @@
 """Who owns a detached job, and when its owner counts as dead.
 
 An owner is a process named by its pid and its start time (so a reused pid is never mistaken for
-it), with a heartbeat it writes while it works. Executions, endpoints and the router are all judged
-by the same rule: an owner that is gone is dead at once; a job whose owner never recorded itself
-is given NEVER_STARTED_S to do so (a fresh interpreter on a loaded machine can take seconds).
+it), with a heartbeat it writes every HEARTBEAT_S while it works. Executions, endpoints and the
+router are all judged by the same rule: an owner that is gone is dead at once; a job whose owner
+never recorded itself is given NEVER_STARTED_S to do so (a fresh interpreter on a loaded machine
+can take seconds).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
 
 from runners.processes import is_running, start_time
 
@@ -52,20 +52,4 @@ def signal_owner(pid: int | None, started: float | None, sig: int = signal.SIGTE
         os.kill(pid, sig)  # type: ignore[arg-type]
         return True
     except ProcessLookupError:
-        return False
-
-
-class Heartbeat:
-    """Calls `write(now)` at most every HEARTBEAT_S seconds of monotonic time."""
-
-    def __init__(self, write: Callable[[], None], interval: float = HEARTBEAT_S) -> None:
-        self.write = write
-        self.interval = interval
-        self.last = float("-inf")
-
-    def beat(self, now: float, force: bool = False) -> bool:
-        if force or now - self.last >= self.interval:
-            self.write()
-            self.last = now
-            return True
         return False
