@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vhtui.context import Context
 from vhtui.errors import NotFound, VhtuiError
+
+if TYPE_CHECKING:
+    from vhtui.supervision.detach import Standby
 
 METAVARS = {"integer": "INT", "float": "FLOAT", "string": "STRING", "flag": "BOOL"}
 HELP_FLAGS = ("-h", "--help")
@@ -165,34 +168,36 @@ def step_summary(step: Any, width: int = 72) -> str:
 
 
 def run_command(argv: list[str]) -> int:
+    from vhtui.project import load_project
+
     if not argv or argv[0] in HELP_FLAGS:
         print(steps_overview())
         return 0 if argv else 2
-    if any(flag in argv[1:] for flag in HELP_FLAGS) or "--watch" in argv:
-        return _run(argv[0], argv[1:], None)
+    step_name, argv = argv[0], argv[1:]
+    if any(flag in argv for flag in HELP_FLAGS):
+        step_parser(load_project().step(step_name)).print_help()
+        return 0
+    if "--watch" in argv:
+        return _launch(step_name, argv, None)
     from vhtui.engine.launch import standby_supervisor
     from vhtui.home import current_home
 
     standby = standby_supervisor(current_home())  # before the store is opened: none is open across the fork
     try:
-        return _run(argv[0], argv[1:], standby)
+        return _launch(step_name, argv, standby)
     finally:
         if standby is not None and not standby.handed_over:
             standby.cancel()
 
 
-def _run(step_name: str, argv: list[str], standby: Any) -> int:
+def _launch(step_name: str, argv: list[str], standby: Standby | None) -> int:
     from vhtui.engine.launch import launch
     from vhtui.progress import for_terminal
     from vhtui.project import load_project
 
     ctx = Context.open()  # first, so that the home exists to remember the file's validation
     project = load_project()
-    step = project.step(step_name)
-    if any(flag in argv for flag in HELP_FLAGS):
-        step_parser(step).print_help()
-        return 0
-    request, args = build_request(step, project.root, argv)
+    request, args = build_request(project.step(step_name), project.root, argv)
     if args.watch:
         return _watch(ctx, project.root, request)
     execution = launch(ctx, request, for_terminal(), project, standby=standby)
