@@ -9,9 +9,11 @@ export VHTUI_HOME=${VHTUI_HOME:-$PWD/.demo-home}
 VHTUI=$PWD/.venv/bin/vhtui
 cd examples/quickstart
 if ! "$VHTUI" exec list --json 2>/dev/null | grep -q '"counter"'; then
+    echo "demo: a first few executions of examples/quickstart, so that nothing is empty (state in $VHTUI_HOME)"
     "$VHTUI" run preprocess --title "synthetic data" --follow
     "$VHTUI" run train --epochs=12 --learning-rate=0.3 --title "first model" --follow
     "$VHTUI" run train --epochs=20 --learning-rate=0.01 --optimizer=momentum --title "momentum" --follow
     "$VHTUI" run evaluate --title "score it" --follow
 fi
+echo "demo: opening the workbench (? lists the keys, q quits)"
 exec "$VHTUI"
