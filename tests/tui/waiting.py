@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from textual.pilot import Pilot
+from textual.widgets import DataTable
 
 from vhtui.tui.widgets.metric_chart import MetricChart
 
@@ -23,13 +24,22 @@ async def until(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float
         await pilot.pause(0.02)
 
 
+def _sizing(table: DataTable[Any]) -> bool:
+    """Rows added but the columns not yet widened to them: DataTable does that when it is next idle
+    (Textual keeps no public flag for it)."""
+    return bool(table._require_update_dimensions or table._updated_cells or table._new_rows)
+
+
 async def settled(pilot: Pilot[Any]) -> None:
-    """No worker running and no chart of the screen waiting to redraw: the app has caught up with
-    what was asked of it (the state that a snapshot or an assertion on drawn text needs)."""
+    """No worker running, no chart of the screen waiting to redraw and no table waiting to size its
+    columns: the app has caught up with what was asked of it (the state that a snapshot or an
+    assertion on drawn text needs)."""
 
     def caught_up() -> bool:
+        screen = pilot.app.screen
         return all(worker.is_finished for worker in pilot.app.workers) and \
-            not any(chart.redraw_pending for chart in pilot.app.screen.query(MetricChart))
+            not any(chart.redraw_pending for chart in screen.query(MetricChart)) and \
+            not any(_sizing(table) for table in screen.query(DataTable))
 
     await pilot.pause()  # messages already posted start their workers first
     await until(pilot, caught_up)
