@@ -17,6 +17,11 @@ class NotFound(VhtuiError):
     """An execution, datum, alias, step or file that does not exist."""
 
 
+class StoreError(VhtuiError):
+    """The store itself failed (damaged, removed, on a full disk, locked too long): nothing the
+    caller asked for was stored, and nothing stored before is touched."""
+
+
 def did_you_mean(given: str, known: list[str]) -> str:
     """"; did you mean X?" for the nearest of `known`, or nothing when none is near."""
     import difflib

@@ -3,6 +3,10 @@
 Every process (CLI, TUI, one supervisor per execution) opens its own connection. WAL lets readers
 run beside a writer; writers take the lock with BEGIN IMMEDIATE, hold it briefly, and wait for each
 other up to the busy timeout instead of failing with "database is locked".
+
+Whatever SQLite itself reports (a damaged or removed file, a full disk, a lock held too long)
+becomes one `StoreError` line saying what is wrong and where; a failed write is rolled back, so
+nothing stored before is touched.
 """
 
 from __future__ import annotations
@@ -14,28 +18,45 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from vhtui.errors import VhtuiError
+from vhtui.errors import StoreError, VhtuiError
 from vhtui.store.schema import MIGRATIONS
 
 BUSY_TIMEOUT_S = 60.0
 
 
+def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    """What SQLite's error means for the user, in one line."""
+    text = str(exc)
+    code = getattr(exc, "sqlite_errorname", "")
+    if code == "SQLITE_FULL" or "disk is full" in text:
+        return StoreError(f"the disk holding the store ({path.parent}) is full: free some space and try again")
+    if code in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or "not a database" in text or "malformed" in text:
+        return StoreError(f"the store at {path} is damaged ({text}); see 'Recovering the store' in the README")
+    if code.startswith("SQLITE_BUSY") or "locked" in text:
+        return StoreError(f"the store at {path} stayed locked by another process for {BUSY_TIMEOUT_S:.0f} s")
+    if code.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_PERM")):
+        return StoreError(f"cannot use the store at {path}: {text}")
+    if "no such table" in text:
+        return StoreError(f"the store at {path} was removed or replaced while in use; run the command again")
+    return StoreError(f"the store at {path} failed: {text}")
+
+
 class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._connect()
-        self._migrate()
+        try:
+            self._connect()
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise store_error(path, exc) from None
 
     def _connect(self) -> None:
-        path = self.path
-        try:
-            self.conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise VhtuiError(f"cannot open the store at {path}: {exc}") from None
+        self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
+        self._identity = _identity(self.path)
 
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
@@ -53,24 +74,50 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A short write transaction; take it late, leave it early."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc) from None
         try:
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+        except BaseException as exc:
+            if self.conn.in_transaction:
+                try:
+                    self.conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # a full disk can refuse even that; SQLite rolls back by itself then
+            if isinstance(exc, sqlite3.Error):
+                raise store_error(self.path, exc) from None
             raise
         else:
-            self.conn.execute("COMMIT")
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise store_error(self.path, exc) from None
 
     def query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
-        return self.conn.execute(sql, params).fetchall()
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc) from None
 
     def query_one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
-        return self.conn.execute(sql, params).fetchone()
+        try:
+            return self.conn.execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc) from None
 
     def data_version(self) -> int:
         """A number that changes whenever another connection commits: a cheap "did anything change?"."""
-        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+        row = self.query_one("PRAGMA data_version")
+        return int(row[0]) if row else 0
+
+    def replaced(self) -> bool:
+        """Whether the file at the store's path is no longer the one this connection has open (it was
+        removed, or another store was put there): what this connection reads is then stale."""
+        return _identity(self.path) != self._identity
 
     def close(self) -> None:
         self.conn.close()
@@ -82,7 +129,18 @@ class Database:
         try:
             yield
         finally:
-            self._connect()
+            try:
+                self._connect()
+            except sqlite3.Error as exc:
+                raise store_error(self.path, exc) from None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _statements(script: str) -> Iterator[str]:
