@@ -11,7 +11,7 @@ import pytest
 from tests.tui.log_view_app import SAMPLE, LogViewApp, write_log
 from tests.tui.waiting import until
 from vhtui.tui import logindex
-from vhtui.supervision.logfile import LogWriter
+from vhtui.supervision.logfile import LogWriter, truncate_log
 from vhtui.tui.logindex import LogIndex
 from vhtui.tui.widgets.log_view import LogView
 
@@ -151,6 +151,54 @@ def test_a_million_lines(tmp_path: Path) -> None:
     assert index.search("line 17 ", 999_999, backwards=True) == 17
 
 
+def test_a_truncated_log_that_grows_again_is_indexed_anew(tmp_path: Path) -> None:
+    """As the engine's truncate_log does when it resumes a remote run: the lines read after the
+    cut are exactly the new ones, stream marks included (the old index read them at stale offsets)."""
+    path = tmp_path / "output.log"
+    write_log(path, [("stdout", numbered(50)), ("stderr", b"an error\n")])
+    index = LogIndex(path)
+    assert index.refresh() == 51 and index.stream_of(50) == "stderr"
+    truncate_log(path, len(numbered(3)))
+    write_log(path, [("stdout", b"resumed %d\n" % i) for i in range(5)])
+    index.refresh()
+    assert index.lines(0, 100) == numbered(3).splitlines() + [b"resumed %d" % i for i in range(5)]
+    assert [index.stream_of(i) for i in range(index.line_count)] == ["stdout"] * 8
+    assert index.search("resumed 4", 0) == 7 and index.search("line 40 ", 0) is None
+
+
+def test_a_log_replaced_by_another_file_is_indexed_anew(tmp_path: Path) -> None:
+    """Same or larger size, but another file (a new inode): its lines, not the old one's."""
+    path = tmp_path / "output.log"
+    path.write_bytes(numbered(10))
+    index = LogIndex(path)
+    assert index.refresh() == 10
+    replacement = tmp_path / "new.log"
+    replacement.write_bytes(b"".join(b"other %02d of the new log\n" % i for i in range(20)))
+    replacement.replace(path)
+    index.refresh()
+    assert index.lines(0, 100) == [b"other %02d of the new log" % i for i in range(20)]
+    path.unlink()  # gone: nothing left to show
+    index.refresh()
+    assert index.line_count == 0
+
+
+def test_a_log_rewritten_in_place_drops_the_old_gap_scan(tmp_path: Path) -> None:
+    """Cut and grown back to its old size between two looks (the same file, no smaller): noticed by
+    its changed bytes; the gap scanned in the old file, the same bytes [begin, end) as the new
+    one's, is not installed in the new one."""
+    path = tmp_path / "output.log"
+    path.write_bytes(numbered(2000))
+    index = LogIndex(path, tail_bytes=1000, refresh_limit=4000)
+    index.refresh()
+    scan = index.scan_gap()
+    rewritten = numbered(2000).replace(b"line", b"LINE")
+    path.write_bytes(rewritten)
+    index.refresh()
+    assert index.gap == scan.gap and index.fill_gap(scan) == 0
+    full_index(index)
+    assert index.lines(0, 3000) == rewritten.splitlines()
+
+
 # -- LogView in an app --------------------------------------------------------------------------------
 def rows(view: LogView) -> list[str]:
     return [view.render_line(y).text.rstrip() for y in range(view.scrollable_content_region.height)]
@@ -194,6 +242,26 @@ async def test_follows_a_log_that_outgrows_the_view_in_one_poll(tmp_path: Path) 
         await until(pilot, lambda: view.index.line_count == 200)
         await pilot.pause()
         assert view.follow and last_row(view) == "  line 199"
+        writer.close()
+
+
+async def test_follows_a_log_that_is_truncated_and_grows_again(tmp_path: Path) -> None:
+    """A resumed remote run cuts its log back and streams the rest again: the view shows the new
+    lines and goes on following (it froze until the log passed its old size)."""
+    path = tmp_path / "output.log"
+    write_log(path, [("stdout", numbered(100))])
+    app = LogViewApp(path)
+    async with app.run_test(size=(60, 12)) as pilot:
+        view = app.query_one(LogView)
+        await until(pilot, lambda: last_row(view) == "  line 99 of the log")
+        truncate_log(path, len(numbered(5)))
+        writer = LogWriter(path)
+        writer.write("stderr", b"resumed from a checkpoint\n")
+        await until(pilot, lambda: last_row(view) == "▌ resumed from a checkpoint")
+        assert rows(view)[:6] == [f"  line {i} of the log" for i in range(5)] + ["▌ resumed from a checkpoint"]
+        writer.write("stdout", numbered(50, start=1000))
+        await until(pilot, lambda: last_row(view) == "  line 1049 of the log")
+        assert view.follow and view.scroll_y == view.max_scroll_y > 0
         writer.close()
 
 

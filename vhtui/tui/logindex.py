@@ -10,8 +10,12 @@ the skipped bytes (the *gap*) are scanned, by `scan_gap()` in a worker thread an
 after it (addressable, but their line numbers are unknown: `line_number()` says None). Filling the
 gap inserts its lines at `gap_line`; lines after it move down by that many, byte offsets never move.
 
-The log is append-only (vhtui's `LogWriter` only appends whole lines); a last line without its
-newline yet is left out until the newline arrives.
+The log grows by whole lines (vhtui's `LogWriter` only appends them); a last line without its
+newline yet is left out until the newline arrives. The one exception: resuming a remote run cuts
+the log back to a checkpoint (`truncate_log`) and it grows again from there. A file found smaller
+than what was indexed, or replaced by another one, is indexed anew from its first byte, and
+`generation` counts these restarts, so that what a view or a thread took from an older one (line
+numbers, a gap scan, a search's answer) can be told apart and dropped.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from vhtui.supervision.logfile import LogReader
 
 SCAN_CHUNK = 4 << 20  # bytes read and scanned at once: big enough that numpy, not Python, sets the pace
 SEARCH_CHUNK = 4 << 20  # smaller, because bytes.lower() holds the GIL for the whole chunk
+MARK_BYTES = 64  # compared at each refresh to notice a log rewritten in place
 MERGE_BELOW = 1 << 16  # small appended blocks join the last one, so following a log keeps few blocks
 _ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b\n]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 
@@ -88,6 +93,7 @@ class GapScan:
 
     gap: tuple[int, int]
     blocks: tuple[np.ndarray, ...]
+    generation: int = 0
 
 
 def _line_ends(fd: int, begin: int, end: int, progress: Callable[[int], None] = lambda n: None,
@@ -125,16 +131,29 @@ class LogIndex:
         self.tail_bytes = tail_bytes
         self.refresh_limit = refresh_limit
         self._fd: int | None = None
+        self._read = lru_cache(maxsize=cache_lines)(self._pread)
+        self.generation = 0
+        self._start_over()
+
+    def _start_over(self) -> None:
+        """Forget everything indexed (and the open file, which may not be the log any more)."""
+        self.close()
         self._streams = LogReader(self.path)
         self._table = _Table()
         self._scanned = 0
+        self._mark = b""  # the last bytes scanned, which an appended-to file never changes
         self._gap_scanned = 0
-        self._read = lru_cache(maxsize=cache_lines)(self._pread)
+        self._read.cache_clear()
 
     # -- growing ------------------------------------------------------------------------------------
     def refresh(self) -> int:
-        """Index the whole lines appended since the last call; return how many there are."""
+        """Index the whole lines appended since the last call; return how many there are (after a
+        restart, see `generation`, all of them)."""
         fd = self._open()
+        if fd is not None and self._cut_or_replaced(fd):
+            self._start_over()
+            self.generation += 1  # after the new table: a thread that reads it first sees that table
+            fd = self._open()
         if fd is None:
             return 0
         self._streams.refresh()
@@ -146,9 +165,24 @@ class LogIndex:
             return 0
         new = _line_ends(fd, self._scanned, end)
         self._scanned = end
+        self._mark = os.pread(fd, min(end, MARK_BYTES), end - min(end, MARK_BYTES))
         before = self._table.count
         self._table = self._table.extend(new)
         return self._table.count - before
+
+    def _cut_or_replaced(self, fd: int) -> bool:
+        """The open file is smaller than what was indexed, or no longer the one at the path, or its
+        last scanned bytes changed (it was cut and grew past its old size between two looks)."""
+        opened = os.fstat(fd)
+        if opened.st_size < self._scanned:
+            return True
+        if os.pread(fd, len(self._mark), self._scanned - len(self._mark)) != self._mark:
+            return True
+        try:
+            current = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        return (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino)
 
     def _skip_to_tail(self, fd: int, size: int) -> None:
         """Leave all but the last `tail_bytes` of the backlog as the gap, from a line start on."""
@@ -165,12 +199,13 @@ class LogIndex:
     def scan_gap(self, cancelled: Callable[[], bool] = lambda: False) -> GapScan | None:
         """Find the line ends in the gap (any thread; about 1 GB/s); None if there is no gap or
         the scan was cancelled."""
+        generation = self.generation
         gap = self._table.gap
         if gap is None:
             return None
         with self._own_fd() as fd:
             blocks = _line_ends(fd, *gap, progress=self._note_progress, cancelled=cancelled)
-        return None if blocks is None else GapScan(gap, tuple(blocks))
+        return None if blocks is None else GapScan(gap, tuple(blocks), generation)
 
     def _note_progress(self, scanned: int) -> None:
         self._gap_scanned = scanned
@@ -178,7 +213,7 @@ class LogIndex:
     def fill_gap(self, scan: GapScan) -> int:
         """Install a finished scan; return how many lines were inserted at `gap_line`."""
         table = self._table
-        if table.gap != scan.gap:
+        if table.gap != scan.gap or scan.generation != self.generation:
             return 0
         k = table.firsts.index(table.gap_line) if table.gap_line < table.count else len(table.blocks)
         self._table = _Table.of(table.blocks[:k] + scan.blocks + table.blocks[k:])

@@ -177,7 +177,10 @@ class LogView(ScrollView, can_focus=True):
 
     def _poll(self) -> None:
         index = self.index
+        generation = index.generation
         added = index.refresh()
+        if index.generation != generation:
+            self._start_over()
         if index.gap is not None and not self._scanning:
             self._scanning = True
             self._scan_gap()
@@ -186,6 +189,20 @@ class LogView(ScrollView, can_focus=True):
         elif index.gap is not None and round(index.gap_progress, 2) != self._gap_shown:
             self._gap_shown = round(index.gap_progress, 2)
             self.refresh()
+
+    def _start_over(self) -> None:
+        """The log was cut back or replaced (a resumed run): drop what was drawn, found or scanned
+        from the old one, and show the new one from its start (following, if the view was)."""
+        self.workers.cancel_group(self, "log-index")
+        self._scanning = False
+        self._pending_scan = None
+        self._searches += 1
+        self._search_busy = False
+        self.match_line = None
+        self._strips.clear()
+        self._widest = 0
+        self._gap_shown = -1.0
+        self._sync_size()
 
     @work(thread=True, exclusive=True, group="log-index")
     def _scan_gap(self) -> None:
