@@ -16,6 +16,8 @@ What a runner can do is said by its capabilities, never by its name:
 
 - `uses_host_slots`: it runs on this host, so the caller takes one of this host's run slots and
   GPUs for it (runners.slots) and hands the GPUs over in `RunSpec.gpu_ids`;
+- `protects_inputs`: the command cannot change the inputs folder laid out for it (it is mounted
+  read-only, or shipped to another host), so the files there may be links to stored content;
 - `resumable`: its runs outlive their owner: `stream` resumes from any byte offset, and
   `reattach(state)` finds a run again (the `ResumableRunner` protocol).
 """
@@ -114,6 +116,7 @@ def relay(chunks: ChunkQueue, handle: RunHandle, tick: float, skip: int = 0) -> 
 class Runner(Protocol):
     kind: str
     uses_host_slots: bool
+    protects_inputs: bool
     resumable: bool
 
     def preflight(self, image: str | None, gpus: int) -> None:

@@ -80,6 +80,7 @@ class DockerRunner:
 
     kind = "docker"
     uses_host_slots = True
+    protects_inputs = True  # mounted read-only
     resumable = False
 
     def __init__(self, user: str | None = None, network: str = "host", gpus: Any = "auto", **_: Any) -> None:

@@ -67,6 +67,7 @@ class LocalRunner:
 
     kind = "local"
     uses_host_slots = True
+    protects_inputs = False  # the command runs as the user, on the very files laid out for it
     resumable = False  # a local run's pipes die with its owner: it can never be adopted
 
     def __init__(self, envs_dir: str | Path | None = None, gpus: Any = "auto", **_: Any) -> None:

@@ -28,6 +28,7 @@ ACTIVE = ("uploaded", "starting", "queued", "running")
 class RemoteRunner:
     kind = "remote"
     uses_host_slots = False  # the agent's host has slots of its own
+    protects_inputs = True  # they are packed and sent; the command sees the agent's copy
     resumable = True
 
     def __init__(self, url: str, token: str, name: str | None = None, verify: Any = True,

@@ -53,8 +53,9 @@ def drain(runner: Runner, handle: object) -> bytes:
 
 def test_a_runner_says_what_it_can_do(runner: Runner) -> None:
     assert runner.kind in ("local", "docker", "remote")
-    assert {type(runner.uses_host_slots), type(runner.resumable)} == {bool}
+    assert {type(runner.uses_host_slots), type(runner.protects_inputs), type(runner.resumable)} == {bool}
     assert runner.uses_host_slots is (runner.kind != "remote")
+    assert runner.protects_inputs is (runner.kind != "local")
     assert runner.resumable is (runner.kind == "remote") and hasattr(runner, "reattach") is runner.resumable
     health = runner.health()
     assert health["health"] == "ok" and health["gpus"] == []

@@ -1,7 +1,11 @@
 """Content-addressed file storage: each distinct content once, under its sha256.
 
 Files come in without a second copy where the filesystem allows: a hardlink (same filesystem), a
-reflink (copy-on-write filesystems), and only then a byte copy. Stored blobs are read-only.
+reflink (copy-on-write filesystems), and only then a byte copy; they are linked only when nothing
+will write them again (see `add_file`). Stored blobs are read-only, and each is given the same
+fixed modification time when stored: a blob changed in place (by root, or after a chmod) shows a
+new mtime or size, and `verified_path` then rehashes it before anything reads it, refusing one whose
+content no longer matches its name.
 """
 
 from __future__ import annotations
@@ -17,6 +21,11 @@ from vhtui.errors import VhtuiError
 
 _FICLONE = 0x40049409
 CHUNK = 1 << 20
+STORED_MTIME_NS = 946_684_800 * 10**9  # 2000-01-01: what every untouched blob's mtime reads
+
+
+class CorruptedBlob(VhtuiError):
+    """A stored content no longer matches its sha256 (changed in place): it is never served."""
 
 
 def sha256_of(path: Path) -> str:
@@ -66,17 +75,41 @@ class BlobStore:
         size = src.stat().st_size
         final = self.path(sha256)
         if final.exists():
-            return sha256, size
+            try:
+                self.verified_path(sha256, size)
+                return sha256, size
+            except CorruptedBlob:
+                pass  # changed in place: this good copy takes its place
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{sha256}.{os.getpid()}.tmp")
         try:
             (link_or_copy if take else reflink_or_copy)(src, tmp)
             os.chmod(tmp, 0o444)
+            os.utime(tmp, ns=(STORED_MTIME_NS, STORED_MTIME_NS))
             os.replace(tmp, final)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise VhtuiError(_storage_error(src, exc)) from None
         return sha256, size
+
+    def verified_path(self, sha256: str, size: int | None = None) -> Path:
+        """The blob's path once it is known to hold its content: cheaply (size and the fixed mtime)
+        when untouched, else by rehashing it; CorruptedBlob when it changed."""
+        path = self.path(sha256)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise CorruptedBlob(f"the stored content {sha256[:16]} is missing from {self.root}") from None
+        if st.st_mtime_ns == STORED_MTIME_NS and (size is None or st.st_size == size):
+            return path
+        if (size is not None and st.st_size != size) or sha256_of(path) != sha256:
+            raise CorruptedBlob(f"the stored content {sha256[:16]} was changed in place "
+                                "(it no longer matches its sha256)")
+        try:
+            os.utime(path, ns=(STORED_MTIME_NS, STORED_MTIME_NS))  # verified: cheap again next time
+        except OSError:
+            pass
+        return path
 
     def share_into(self, sha256: str, dst: Path) -> None:
         """Replace `dst` by a link to the stored blob, so identical content is kept once."""
@@ -87,12 +120,13 @@ class BlobStore:
         except OSError:
             tmp.unlink(missing_ok=True)  # another filesystem: two copies, both intact
 
-    def export(self, sha256: str, dst: Path) -> None:
+    def export(self, sha256: str, dst: Path, size: int | None = None) -> None:
         """Write a stored blob to `dst` as an ordinary, writable file of the user's."""
+        source = self.verified_path(sha256, size)
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".{dst.name}.vhtui-part")
         try:
-            reflink_or_copy(self.path(sha256), tmp)
+            reflink_or_copy(source, tmp)
             os.chmod(tmp, 0o644)
             os.replace(tmp, dst)
         except OSError as exc:

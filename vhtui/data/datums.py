@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from vhtui.data.blobs import BlobStore
+from vhtui.data.blobs import BlobStore, CorruptedBlob
 from vhtui.errors import NotFound, VhtuiError
 from vhtui.home import Home
 from vhtui.store import Database
@@ -73,8 +73,15 @@ class DatumStore:
         target = directory / datum["name"]
         if not target.resolve().is_relative_to(directory.resolve()):
             raise VhtuiError(f"datum {datum['id']} has an unsafe name {datum['name']!r}")
-        self.blobs.export(datum["sha256"], target)
+        self.write(datum, target)
         return target
+
+    def write(self, datum: dict[str, Any], target: Path) -> None:
+        """Write a datum's content to `target` as an ordinary file, once it is checked to be intact."""
+        try:
+            self.blobs.export(datum["sha256"], target, datum["size"])
+        except CorruptedBlob as exc:
+            raise CorruptedBlob(f"datum {datum['id']} ({datum['name']}) is corrupted: {exc}") from None
 
     def delete(self, datum_id: str) -> None:
         """Forget a datum and free its content when nothing else shares it; refused while in use."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from vhtui.data.blobs import CHUNK
+from vhtui.data.blobs import CHUNK, BlobStore, CorruptedBlob, link_or_copy, reflink_or_copy
 from vhtui.data.datums import DATASET_SCHEME, DATUM_SCHEME, DatumStore
 from vhtui.errors import NotFound, VhtuiError
 from vhtui.home import Home
@@ -84,6 +84,10 @@ class InputFetcher:
         return self._fetch_remote(value)
 
     def _from_datum(self, datum: dict[str, Any]) -> dict[str, Any]:
+        try:
+            self.blobs.verified_path(datum["sha256"], datum["size"])
+        except CorruptedBlob as exc:
+            raise CorruptedBlob(f"datum {datum['id']} ({datum['name']}) is corrupted: {exc}") from None
         return {"uri": f"{DATUM_SCHEME}{datum['id']}", "sha256": datum["sha256"], "size": datum["size"],
                 "datum_id": datum["id"]}
 
@@ -145,7 +149,7 @@ class InputFetcher:
         stamp = [info.get(k) for k in ("size", "ETag", "etag", "LastModified", "mtime", "last_modified")]
         size = int(info.get("size") or 0)
         sha256 = self._lookup(url, stamp)
-        if sha256 is None or not self.blobs.has(sha256):
+        if sha256 is None:
             self.blobs.root.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(dir=self.blobs.root, prefix=".fetch-")
             tmp = Path(tmp_name)
@@ -171,9 +175,13 @@ class InputFetcher:
             entry = json.loads(self._index_path(source).read_text())
         except (OSError, ValueError):
             return None
-        if entry.get("stamp") == stamp and self.blobs.has(entry["sha256"]):
-            return str(entry["sha256"])
-        return None
+        if entry.get("stamp") != stamp or not self.blobs.has(entry["sha256"]):
+            return None
+        try:
+            self.blobs.verified_path(entry["sha256"])
+        except CorruptedBlob:
+            return None  # fetched or hashed again, and the good copy replaces the damaged one
+        return str(entry["sha256"])
 
     def _remember(self, source: str, stamp: list[Any], sha256: str) -> None:
         self.index_dir.mkdir(parents=True, exist_ok=True)
@@ -188,14 +196,22 @@ def _url_filename(url: str) -> str:
     return name or "download"
 
 
-def materialize(files: list[InputFile], blobs: Any, inputs_dir: Path) -> None:
-    """Lay out `inputs/<name>/<file>` for an execution, sharing storage with the cache."""
-    from vhtui.data.blobs import link_or_copy
+def materialize(files: list[InputFile], blobs: BlobStore, inputs_dir: Path, share: bool) -> None:
+    """Lay out `inputs/<name>/<file>` for an execution, each checked to be intact first.
 
+    `share`: the command cannot write these files (a read-only mount, or a copy shipped elsewhere),
+    so they may be links to the stored content. Otherwise each is a copy-on-write clone, or a copy
+    where the filesystem has none: a step that appends to its input changes its own copy, never
+    what the store holds for every other run.
+    """
     for f in files:
         target = inputs_dir / f.name / f.filename
         if not target.resolve().is_relative_to(inputs_dir.resolve()):
             raise VhtuiError(f"input file name {f.filename!r} would leave the inputs directory")
+        try:
+            source = blobs.verified_path(f.sha256, f.size)
+        except CorruptedBlob as exc:
+            raise CorruptedBlob(f"input {f.name}/{f.filename} ({f.uri}) is corrupted: {exc}") from None
         target.parent.mkdir(parents=True, exist_ok=True)
         target.unlink(missing_ok=True)
-        link_or_copy(blobs.path(f.sha256), target)
+        (link_or_copy if share else reflink_or_copy)(source, target)

@@ -4,6 +4,13 @@ Everything under outputs/ is stored when the run ends, whatever its status. A fi
 during the run is a live output and is stored at once. Properties come from `<file>.metadata.json`
 and `valohai.metadata.jsonl` (reserved keys `valohai.tags`, `valohai.alias`,
 `valohai.dataset-versions`); the sidecars themselves are not outputs.
+
+What is stored never changes: a live output is stored as a copy (the command may still write its
+file), and only after the command has ended are output files linked into the store. Collection
+never follows a link out of the outputs folder: a link to a file inside it is stored as that
+file's content under the link's name; any other link, and anything that is not a plain file, is
+left out and named in `skipped`, so that a job cannot bring home what it was never given (a link
+to the host's /etc/shadow from a container, say).
 """
 
 from __future__ import annotations
@@ -31,55 +38,73 @@ class OutputCollector:
         self.execution_id = execution_id
         self.stored: dict[str, tuple[int, int]] = {}  # relative path -> (size, mtime_ns) when stored
         self.errors: list[str] = []
+        self.skipped: dict[str, str] = {}  # relative path -> why it was not stored
 
     def collect_live(self) -> list[dict[str, Any]]:
-        """Store files made read-only since the last look."""
-        return self._store_all([(rel, st) for rel, st in self._files()
-                                if not st.st_mode & 0o222 and self._changed(rel, st)])
+        """Store files made read-only since the last look, as copies: the run goes on."""
+        return self._store_all([(rel, path, st) for rel, path, st in self._files()
+                                if not st.st_mode & 0o222 and self._changed(rel, st)], ended=False)
 
-    def collect_all(self) -> list[dict[str, Any]]:
-        """Store every output not stored yet (or changed since it was)."""
-        return self._store_all([(rel, st) for rel, st in self._files() if self._changed(rel, st)])
+    def collect_all(self, properties: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Once the command has ended: store every output not stored yet (or changed since it was),
+        with `properties` added to each."""
+        return self._store_all([(rel, path, st) for rel, path, st in self._files() if self._changed(rel, st)],
+                               ended=True, extra=properties or {})
 
-    def _store_all(self, files: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    def _store_all(self, files: list[tuple[str, Path, Any]], ended: bool,
+                   extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Hash on every core (hashing is the cost of storing), then record one by one."""
         with ThreadPoolExecutor(max_workers=max(1, min(len(files), os.cpu_count() or 1))) as pool:
-            digests = list(pool.map(lambda item: _digest_or_none(self.outputs_dir / item[0]), files))
-        stored = [self._store(rel, st, sha256) for (rel, st), sha256 in zip(files, digests)]
+            digests = list(pool.map(lambda item: _digest_or_none(item[1]), files))
+        stored = [self._store(rel, path, st, sha256, ended, extra or {})
+                  for (rel, path, st), sha256 in zip(files, digests)]
         return [d for d in stored if d]
 
-    def _files(self) -> list[tuple[str, Any]]:
+    def _files(self) -> list[tuple[str, Path, Any]]:
+        """(relative name, the file to read, its stat) of each output; links are never followed out."""
         if not self.outputs_dir.is_dir():
             return []
+        root = self.outputs_dir.resolve()
         out = []
         for path in sorted(self.outputs_dir.rglob("*")):
-            st = path.lstat()
-            if not stat.S_ISREG(st.st_mode):
-                continue
             rel = path.relative_to(self.outputs_dir).as_posix()
             if rel.endswith((SIDECAR_SUFFIX, ".vhtui-link")) or rel == JSONL_SIDECAR:
                 continue
-            out.append((rel, st))
+            st = path.lstat()
+            source = path
+            if stat.S_ISLNK(st.st_mode):
+                target = path.resolve()
+                if not target.is_relative_to(root) or not target.is_file():
+                    self.skipped[rel] = f"a link to {os.readlink(path)}, outside the outputs folder"
+                    continue
+                source, st = target, target.stat()
+            elif stat.S_ISDIR(st.st_mode):
+                continue
+            elif not stat.S_ISREG(st.st_mode):
+                self.skipped[rel] = "not a plain file"
+                continue
+            out.append((rel, source, st))
         return out
 
     def _changed(self, rel: str, st: Any) -> bool:
         return self.stored.get(rel) != (st.st_size, st.st_mtime_ns)
 
-    def _store(self, rel: str, st: Any, sha256: str | None) -> dict[str, Any] | None:
-        path = self.outputs_dir / rel
-        properties = self._sidecar_properties(rel)
+    def _store(self, rel: str, path: Path, st: Any, sha256: str | None, ended: bool,
+               extra: dict[str, Any]) -> dict[str, Any] | None:
+        properties = {**self._sidecar_properties(rel), **extra}
         tags = [str(t) for t in _as_list(properties.pop("valohai.tags", []))]
         aliases = [str(a) for a in _as_list(properties.pop("valohai.alias", []))]
         versions = [_dataset_uri(v) for v in _as_list(properties.pop("valohai.dataset-versions", []))]
         try:
             datum = self.datums.add(
                 path, name=rel, project_id=self.project_id, kind="output",
-                producer_execution_id=self.execution_id, tags=tags, properties=properties, sha256=sha256, take=True,
+                producer_execution_id=self.execution_id, tags=tags, properties=properties, sha256=sha256, take=ended,
             )
         except Exception as exc:  # a full disk must not stop the other outputs from being stored
             self.errors.append(str(exc))
             return None
-        self.datums.blobs.share_into(datum["sha256"], path)
+        if ended and path == self.outputs_dir / rel:
+            self.datums.blobs.share_into(datum["sha256"], path)
         self.stored[rel] = (st.st_size, path.stat().st_mtime_ns)
         for alias in aliases:
             datum_rows.set_alias(self.datums.db, self.project_id, alias, datum["id"])

@@ -108,7 +108,7 @@ def create_version(
             for file in endpoint["files"]:
                 datum = store.resolve(file["datum_id"], None)
                 target = repository / file["path"]
-                store.blobs.export(datum["sha256"], target)  # replaces a file of that name in the code
+                store.write(datum, target)  # replaces a file of that name in the code
         project_id = project_rows.ensure(ctx.db, project.root)
         code_version = code.record(snapshot, store, project_id)
         deployment_row = deployment_rows.ensure_deployment(ctx.db, project_id, deployment)

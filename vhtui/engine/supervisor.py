@@ -118,7 +118,7 @@ class Supervisor:
                   for r in execution_rows.inputs_of(self.db, self.id)]
         self.dirs.create()
         try:
-            materialize(inputs, self.datums.blobs, self.dirs.inputs)
+            materialize(inputs, self.datums.blobs, self.dirs.inputs, share=runner.protects_inputs)
         except Exception as exc:  # noqa: BLE001 (a full disk, a vanished cache file)
             self._finish("error", None, f"cannot lay out inputs: {exc}")
             return 1
@@ -181,7 +181,7 @@ class Supervisor:
         try:
             exit_code = self._pump(runner, handle, offset, summary)
         except RunLost as exc:
-            self.collector.collect_all()
+            self._collect()
             self._finish("crashed", None, f"the run was lost: {exc}")
             return 1
         return self._conclude(exit_code, handle.state.get("end_reason"))
@@ -250,8 +250,18 @@ class Supervisor:
         threading.Thread(target=runner.stop, args=(handle, grace), daemon=True).start()
         return True
 
+    def _collect(self) -> None:
+        """Store every output, whatever the outcome (as Valohai does); what was left out is said at
+        the end of the log."""
+        self.collector.collect_all()
+        if self.collector.skipped:
+            log = LogWriter(self.ctx.home.log_path(self.id))
+            for rel, why in sorted(self.collector.skipped.items()):
+                log.write("stderr", f"vhtui: output {rel} was not stored: it is {why}\n".encode())
+            log.close()
+
     def _conclude(self, exit_code: int | None, end_reason: str | None = None) -> int:
-        self.collector.collect_all()  # whatever the outcome, as Valohai does
+        self._collect()
         if self.stop_reason:
             status, reason = self.stop_reason
         elif exit_code == 0:
