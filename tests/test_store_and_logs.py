@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.conftest import Project
 from vhtui.engine.conditions import evaluate
 from vhtui.supervision.logfile import LogReader, LogWriter
 from vhtui.engine.metadata import MetadataSink
@@ -106,7 +109,87 @@ def test_metadata_lines_are_found_and_summarised(tmp_path: Path) -> None:
 
     events = [e for _, _, e in iter_events(db, execution["id"])]
     assert events[0] == {"epoch": 1, "loss": 0.5} and events[3] == {"only": "in the region"}
-    assert math.isnan(events[1]["loss"]) and events[1]["val.acc"] == 0.7
+    assert events[1] == {"loss": "nan", "val.acc": 0.7}  # see vhtui.store.metadata
+
+
+def strict_json(text: str | bytes) -> Any:
+    """Parse as JSON itself defines it: no NaN, no Infinity (Python's json.loads reads them)."""
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def store_metadata(db_path: Path, db: Any, project_id: int, title: str, events: list[dict[str, Any]]) -> int:
+    """An execution whose stdout printed `events` as Python's json.dumps prints them."""
+    execution = execution_rows.create(db, project_id, {
+        "step": "s", "runner": "local", "command": "true", "parameters": {}, "code_version": {},
+        "environment": {}, "spec": {}, "title": title}, [])
+    sink = MetadataSink(db_path, execution["id"])
+    lines = b"".join(json.dumps(event).encode() + b"\n" for event in events)
+    assert sink.feed([(lines, 0, len(lines))], 1000.0) == len(events)
+    sink.close()
+    return execution["id"]
+
+
+def test_nan_and_infinity_are_stored_as_valid_json_and_sort(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "s.sqlite3")
+    project_id = project_rows.ensure(db, tmp_path)
+    first = store_metadata(tmp_path / "s.sqlite3", db, project_id, "nan", [
+        {"step": 0, "loss": 0.5, "grad": 1.0}, {"step": 1, "loss": float("nan"), "grad": float("inf")},
+        {"step": 2, "nested": [float("-inf")], "note": "NaN in a string"}])
+    for title, loss in {"inf": float("inf"), "-inf": float("-inf"), "one": 1.0, "two": 2}.items():
+        store_metadata(tmp_path / "s.sqlite3", db, project_id, title, [{"loss": loss}])
+    store_metadata(tmp_path / "s.sqlite3", db, project_id, "none", [{"other": 1}])
+    for row in db.query("SELECT metadata_summary FROM executions"):
+        strict_json(row[0])
+    for row in db.query("SELECT data FROM metadata"):
+        for line in bytes(row[0]).split(b"\n"):
+            strict_json(line)
+    from vhtui.store.metadata import iter_events
+
+    events = [e for _, _, e in iter_events(db, first)]
+    assert events[1:] == [{"step": 1, "loss": "nan", "grad": "inf"},
+                          {"step": 2, "nested": ["-inf"], "note": "NaN in a string"}]
+    assert execution_rows.get(db, first)["metadata_summary"] == {
+        "step": 2, "loss": "nan", "grad": "inf", "nested": ["-inf"], "note": "NaN in a string"}
+    for descending, order in ((True, ["inf", "two", "one", "-inf"]), (False, ["-inf", "one", "two", "inf"])):
+        rows = execution_rows.page(db, project_id, offset=0, limit=10, sort="metric:loss", descending=descending)
+        assert [row["title"] for row in rows] == [*order, "none", "nan"]  # no value, nan: last, newest first
+
+
+def test_json_documents_of_a_run_that_printed_nan_are_valid_json(project: Project) -> None:
+    project.write("valohai.yaml", """
+        - step:
+            name: diverge
+            image: python:3.11
+            command: python diverge.py
+    """)
+    project.write("diverge.py", """
+        import json
+        print(json.dumps({"epoch": 1, "loss": 0.5}))
+        print(json.dumps({"epoch": 2, "loss": float("nan"), "best": float("inf"), "worst": float("-inf")}))
+    """)
+    counter = project.run("diverge", "--env", "current")
+    assert project.wait(counter)["status"] == "complete"
+    info = strict_json(project.vhtui("exec", "info", str(counter), "--json").stdout)
+    assert info["metadata"] == {"epoch": 2, "loss": "nan", "best": "inf", "worst": "-inf"}
+    events = strict_json(project.vhtui("exec", "metadata", str(counter), "--json").stdout)
+    assert [(e["loss"], e.get("best")) for e in events] == [(0.5, None), ("nan", "inf")]
+    listed = strict_json(project.vhtui("exec", "list", "--json").stdout)
+    assert listed["results"][0]["metadata"]["loss"] == "nan"
+
+
+def test_a_metadata_sink_keeps_nan_a_number_for_stop_conditions(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "s.sqlite3")
+    execution = execution_rows.create(db, project_rows.ensure(db, tmp_path), {
+        "step": "s", "runner": "local", "command": "true", "parameters": {}, "code_version": {},
+        "environment": {}, "spec": {}}, [])
+    sink = MetadataSink(tmp_path / "s.sqlite3", execution["id"])
+    line = b'{"loss": NaN, "best": Infinity}\n'
+    sink.feed([(line, 0, len(line))], 1000.0)
+    assert math.isnan(sink.summary["loss"]) and evaluate("best > 1e308", sink.summary)
+    sink.close()
 
 
 @pytest.mark.parametrize(("expression", "summary", "expected"), [

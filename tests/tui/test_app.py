@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.tui import seed
-from tests.tui.waiting import until
+from tests.tui.waiting import settled, until
 from vhtui.context import Context
+from vhtui.engine.metadata import MetadataSink
 from vhtui.store import datums as datum_rows
 from vhtui.store import executions as execution_rows
 from vhtui.tui.app import VhtuiApp
@@ -29,6 +31,15 @@ def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Context, Pa
 
 def table(app: VhtuiApp) -> ExecutionTable:
     return app.screen.query_one(ExecutionTable)
+
+
+async def sort_by(pilot: Any, t: ExecutionTable, sort: str) -> None:
+    """Press `o` (sort by the next column) until the table sorts by `sort`."""
+    for _ in range(len(t.columns()) + 1):
+        if t.query.sort == sort:
+            return
+        await pilot.press("o")
+    raise AssertionError(f"no column sorts by {sort}")
 
 
 def shown_text(widget: Any) -> str:
@@ -91,8 +102,7 @@ async def test_sort_by_a_metric_column_and_reverse(seeded: tuple[Context, Path])
     async with app.run_test(size=(120, 30)) as pilot:
         await pilot.pause()
         t = table(app)
-        while t.query.sort != "metric:loss":
-            await pilot.press("o")
+        await sort_by(pilot, t, "metric:loss")
         await pilot.pause()
         ascending = not t.query.descending
         first = losses(t)
@@ -105,6 +115,53 @@ async def test_sort_by_a_metric_column_and_reverse(seeded: tuple[Context, Path])
         second = losses(t)
         assert [v for v in second if v is not None] == list(reversed(numbers))
         assert second[len(numbers):] == [None] * (t.total - len(numbers))  # last whichever the direction
+
+
+async def test_a_nan_metric_sorts_and_shows_as_nan(seeded: tuple[Context, Path]) -> None:
+    """Python's json.dumps prints NaN and Infinity, which are not JSON: sorting by such a metric
+    crashed the app (SQLite's json_extract: "malformed JSON"), and the views show them as nan, inf."""
+    ctx, root = seeded
+    app = VhtuiApp(ctx, root)
+    diverged = execution_rows.create(ctx.db, app.project_id, {
+        "step": "train", "runner": "local", "command": "true", "parameters": {}, "code_version": {},
+        "environment": {}, "spec": {}, "title": "diverged"}, [])
+    execution_rows.update(ctx.db, diverged["id"], status="error")
+    sink = MetadataSink(ctx.home.database, diverged["id"])
+    lines = (json.dumps({"epoch": 1, "loss": 0.5}) + "\n" +
+             json.dumps({"epoch": 2, "loss": float("nan"), "grad": float("inf")}) + "\n").encode()
+    sink.feed([(lines, 0, len(lines))], 1000.0)
+    sink.close()
+
+    async with app.run_test(size=(160, 30)) as pilot:
+        await settled(pilot)
+        t = table(app)
+        await sort_by(pilot, t, "metric:loss")
+        await settled(pilot)
+        losses = [t.row(i)["metadata_summary"].get("loss") for i in range(t.total)]
+        numbers = losses[:4]
+        assert numbers == sorted(numbers, reverse=t.query.descending)
+        assert losses[4:] == ["nan", None, None, None]  # no number: after those that have one, newest first
+        await pilot.press("O")
+        await settled(pilot)
+        losses = [t.row(i)["metadata_summary"].get("loss") for i in range(t.total)]
+        assert losses[:4] == list(reversed(numbers)) and losses[4:] == ["nan", None, None, None]
+        header, row = t.render_line(0).text, t.render_line(5).text
+        assert row.split()[:3] == ["#8", "✖", "error"] and row[header.index("loss"):].split()[0] == "nan"
+        while t.row(t.cursor)["title"] != "diverged":
+            await pilot.press("j")
+        await pilot.press("enter")
+        await settled(pilot)
+        from textual.widgets import DataTable, Static
+
+        overview = shown_text(app.screen.query_one("#overview-body", Static)).splitlines()
+        assert any(line.split() == ["metric", "loss", "nan"] for line in overview)
+        assert any(line.split() == ["metric", "grad", "inf"] for line in overview)
+        await pilot.press("3")
+        app.screen.query_one("#metadata-keys").focus()  # as tab would
+        await pilot.press("t")
+        await settled(pilot)
+        events = app.screen.query_one("#metadata-table", DataTable)
+        assert events.get_row_at(1)[2:] == ["2", "nan", "inf"]
 
 
 async def test_cursor_stays_on_its_execution_when_new_ones_arrive(seeded: tuple[Context, Path]) -> None:

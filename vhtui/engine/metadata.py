@@ -2,8 +2,10 @@
 
 Lines are found with one regular-expression pass over each block of output (after a cheaper
 search for a brace), parsed with one orjson call per block (falling back line by line, to the
-standard parser for the NaN and Infinity that Python's json.dumps prints), and written in batches
-by a thread with its own connection, so the store's work overlaps reading the next output.
+standard parser for the NaN and Infinity that Python's json.dumps prints: such a line is stored
+re-encoded, with those values named as vhtui.store.metadata says, since it is not valid JSON), and
+written in batches by a thread with its own connection, so the store's work overlaps reading the
+next output. The running summary keeps NaN a float, for stop conditions.
 Events that arrive together are stored together, as one block (see vhtui.store.metadata).
 """
 
@@ -19,10 +21,19 @@ import orjson
 
 from vhtui.supervision.logfile import Region, parse_json_object
 from vhtui.store import metadata as metadata_rows
-from vhtui.store.metadata import Block
+from vhtui.store.db import dumps
+from vhtui.store.metadata import Block, json_safe
 from vhtui.store import open_database
 
 _JSON_LINE = re.compile(rb"^[ \t]*(\{.*\})[ \t\r]*$", re.M)
+
+
+def _valid_json(line: bytes, event: dict[str, Any]) -> bytes:
+    """The line as stored: itself, unless it may hold a NaN or an infinity (only the standard
+    parser read it then), which valid JSON cannot."""
+    if b"NaN" in line or b"Infinity" in line:
+        return dumps(json_safe(event)).encode()
+    return line
 
 
 class MetadataSink:
@@ -50,7 +61,7 @@ class MetadataSink:
                 events = orjson.loads(b"[" + b",".join(lines) + b"]")
             except orjson.JSONDecodeError:
                 parsed = [parse_json_object(line) for line in lines]
-                lines = [line for line, event in zip(lines, parsed) if event is not None]
+                lines = [_valid_json(line, event) for line, event in zip(lines, parsed) if event is not None]
                 events = [event for event in parsed if event is not None]
             for event in events:
                 self.summary.update(event)

@@ -144,20 +144,22 @@ def page(
 ) -> list[dict[str, Any]]:
     """One window of a filtered, sorted listing: screens fetch only the rows they show.
 
-    `sort` is a column of SORTABLE or `metric:<key>` (the latest value of a metadata key).
+    `sort` is a column of SORTABLE or `metric:<key>` (the latest value of a metadata key; of the
+    names of non-finite values, see vhtui.store.metadata, "nan" counts as no value and the
+    infinities as the largest and smallest numbers).
     """
     where, params = _filter_sql(project_id, status, step, text)
     direction = "DESC" if descending else "ASC"
     if sort.startswith("metric:"):
         params.append(f'$."{sort[7:]}"')
-        expression = "json_extract(metadata_summary, ?)"
-        params.append(params[-1])  # the expression appears twice below
+        value = f"json_extract(metadata_summary, ?{len(params)})"  # a numbered parameter: used twice
+        expression = f"CASE {value} WHEN 'nan' THEN NULL WHEN 'inf' THEN 9e999 WHEN '-inf' THEN -9e999 ELSE {value} END"
     else:
         expression = SORTABLE.get(sort, "counter")
     if expression == "counter":  # walks the (project_id, counter) index and stops at LIMIT
         order = f"counter {direction}"
     else:  # executions without the value sort last, whichever the direction
-        order = f"{expression} IS NULL, {expression} {direction}, counter DESC"
+        order = f"{expression} {direction} NULLS LAST, counter DESC"
     sql = f"SELECT * FROM executions{where} ORDER BY {order} LIMIT ? OFFSET ?"
     return [_decode(r) for r in db.query(sql, [*params, limit, offset])]  # type: ignore[misc]
 

@@ -4,11 +4,19 @@ A row per event would cost SQLite more than producing the event costs the user's
 per arrival (thousands of events when a run floods, one when it trickles) keeps ingestion at the
 program's own speed. Each event is numbered (`seq`) and timestamped with its block's arrival time;
 readers get events one by one.
+
+Valid JSON has no NaN or infinity, yet Python's json.dumps prints them (`NaN`, `Infinity`) and
+training loops do print them. They are stored as the strings "nan", "inf" and "-inf", the names
+Python shows them by (`NON_FINITE`), never as invalid JSON: SQLite's json functions (the metric sort)
+read every summary, every `--json` document parses, the views show "nan" as the program meant it,
+and charts turn the names back into numbers. The one ambiguity: a program that prints the string
+"nan" reads the same.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -17,6 +25,23 @@ import orjson
 from vhtui.store.db import Database, dumps
 
 Block = tuple[int, int, float, bytes]  # first seq, count, arrival time, JSON lines
+NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}  # stored name -> value
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN and infinity in it replaced by its name in NON_FINITE."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def is_number(value: Any) -> bool:
+    """A metric value: a JSON number (true and false are not) or the name of a non-finite one."""
+    return type(value) in (int, float) or (type(value) is str and value in NON_FINITE)
 
 
 def append_blocks(db: Database, execution_id: int, blocks: Sequence[Block], summary: dict[str, Any], count: int) -> None:
@@ -28,16 +53,17 @@ def append_blocks(db: Database, execution_id: int, blocks: Sequence[Block], summ
         )
         conn.execute(
             "UPDATE executions SET metadata_summary = ?, metadata_count = ? WHERE id = ?",
-            (dumps(summary), count, execution_id),
+            (dumps(json_safe(summary)), count, execution_id),
         )
 
 
 def parse_block(data: bytes) -> list[dict[str, Any]]:
-    """A stored block's events: one parse for the block, line by line only for NaN and Infinity."""
+    """A stored block's events: one parse for the block; line by line only for a block stored with
+    the invalid `NaN` and `Infinity` (by a vhtui before NON_FINITE), whose values are named as now."""
     try:
         return orjson.loads(b"[" + data.replace(b"\n", b",") + b"]")
     except orjson.JSONDecodeError:
-        return [json.loads(line) for line in data.split(b"\n")]
+        return [json_safe(json.loads(line)) for line in data.split(b"\n")]
 
 
 def iter_blocks(db: Database, execution_id: int, after_seq: int = -1) -> Iterator[tuple[int, float, list[dict[str, Any]], int]]:

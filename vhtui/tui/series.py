@@ -22,7 +22,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from vhtui.store.db import Database
-from vhtui.store.metadata import first_event_time, iter_blocks
+from vhtui.store.metadata import NON_FINITE, first_event_time, is_number, iter_blocks
 
 _NUMBER_TYPES = frozenset((int, float))  # exact types: a JSON true/false is not a metric
 _EMPTY = np.empty(0, dtype=np.float64)
@@ -82,9 +82,15 @@ def numeric_keys(summary_or_events: Mapping[str, Any] | Iterable[Mapping[str, An
     events = [summary_or_events] if isinstance(summary_or_events, Mapping) else summary_or_events
     for event in events:
         for key, value in event.items():
-            if type(value) in _NUMBER_TYPES:
+            if is_number(value):
                 found.setdefault(key)
     return list(found)
+
+
+def metric_text(value: Any) -> str:
+    """A metric as the overview and compare show it: as JSON, but NaN and the infinities by their
+    names (nan, inf), not as the quoted strings they are stored as."""
+    return value if type(value) is str and is_number(value) else json.dumps(value)
 
 
 def downsample_minmax(x: np.ndarray, y: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray]:
@@ -180,13 +186,15 @@ def to_csv(
 
 
 def _column(events: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """A key's values as float64 and which events hold a number for it (None: all of them)."""
+    """A key's values as float64 and which events hold a number for it (None: all of them); a NaN or
+    an infinity, stored by its name, is that number."""
     values = [event.get(key) for event in events]
     if set(map(type, values)) <= _NUMBER_TYPES:
         try:
             return np.fromiter(values, dtype=np.float64, count=len(values)), None
         except OverflowError:  # an integer beyond float range: JSON allows any size
             pass
+    values = [NON_FINITE.get(value, value) if type(value) is str else value for value in values]
     valid = np.fromiter(map(_is_number, values), dtype=bool, count=len(values))
     numbers = np.fromiter(
         (value if ok else 0.0 for value, ok in zip(values, valid.tolist())), dtype=np.float64, count=len(values)

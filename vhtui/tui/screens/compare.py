@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from rich.table import Table
@@ -14,7 +13,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, SelectionList, Static
 
-from vhtui.tui.series import load_series
+from vhtui.tui.series import load_series, metric_text, numeric_keys
 from vhtui.store import executions as execution_rows
 from vhtui.tui.widgets.metric_chart import MetricChart
 from vhtui.tui.workbench import workbench
@@ -32,7 +31,7 @@ def parameter_table(executions: list[dict[str, Any]]) -> Table:
         for execution in executions:
             keys += [k for k in values_of(execution) if k not in keys]
         for key in keys:
-            cells = [json.dumps(values_of(e).get(key)) if key in values_of(e) else "—" for e in executions]
+            cells = [metric_text(values_of(e).get(key)) if key in values_of(e) else "—" for e in executions]
             differs = len(set(cells)) > 1
             style = "bold yellow" if differs else "dim"
             table.add_row(Text(f"{prefix} {key}", style="bold" if differs else ""),
@@ -64,8 +63,7 @@ class CompareScreen(Screen[None]):
         self.query_one("#parameters", Static).update(parameter_table(executions))
         keys: list[str] = []
         for execution in executions:
-            keys += [k for k, v in execution["metadata_summary"].items()
-                     if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in keys]
+            keys += [k for k in numeric_keys(execution["metadata_summary"]) if k not in keys]
         present = set(keys)
         self.x_axis = next((x for x in ("step", "epoch") if x in present), "seq")
         keys = [k for k in keys if k != self.x_axis]

@@ -24,6 +24,7 @@ from vhtui.store import projects as project_rows
 from vhtui.store.executions import FINAL_STATUSES
 from vhtui.tui.actions import confirm_and_stop, rerun
 from vhtui.tui.messages import StoreChanged
+from vhtui.tui.series import metric_text
 from vhtui.tui.widgets.execution_table import STATUS_STYLE, format_duration
 from vhtui.tui.widgets.log_view import LogView
 from vhtui.tui.widgets.metadata_panel import MetadataPanel
@@ -74,7 +75,7 @@ def overview_table(execution: dict[str, Any], inputs: list[dict[str, Any]], prod
     if gpus:
         table.add_row("gpus", str(gpus))
     for key, value in execution["metadata_summary"].items():
-        table.add_row(f"metric {key}", json.dumps(value))
+        table.add_row(f"metric {key}", metric_text(value))
     table.add_row("command", Text(execution["command"].strip(), style="cyan"))
     return table
 

@@ -26,6 +26,7 @@ from textual.strip import Strip
 
 from vhtui.store import Database, open_database
 from vhtui.store import executions as execution_rows
+from vhtui.store.metadata import is_number
 
 STATUS_STYLE = {
     "created": ("·", "dim"), "queued": ("…", "blue"), "started": ("▶", "bold cyan"),
@@ -144,8 +145,7 @@ class ExecutionTable(ScrollView, can_focus=True):
         metrics: Counter[str] = Counter()
         params: Counter[str] = Counter()
         for recent in self.window[:50]:
-            metrics.update(k for k, v in recent["metadata_summary"].items()
-                           if isinstance(v, (int, float)) and not isinstance(v, bool))
+            metrics.update(k for k, v in recent["metadata_summary"].items() if is_number(v))
             params.update(recent["parameters"].keys())
         self.metric_keys = [k for k, _ in metrics.most_common()]  # the most common first
         self.param_keys = [k for k, _ in params.most_common()]
