@@ -19,7 +19,13 @@ class NotFound(VhtuiError):
 
 class StoreError(VhtuiError):
     """The store itself failed (damaged, removed, on a full disk, locked too long): nothing the
-    caller asked for was stored, and nothing stored before is touched."""
+    caller asked for was stored, and nothing stored before is touched. `kind` is "busy", "full",
+    "damaged", "unusable", "replaced" or "other": a caller that can wait (a supervisor) retries
+    a busy store."""
+
+    def __init__(self, message: str, kind: str = "other") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def did_you_mean(given: str, known: list[str]) -> str:

@@ -7,6 +7,7 @@ nothing; `ensure()` creates the root when something is about to be stored.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,14 @@ class Home:
     root: Path
 
     def ensure(self) -> Home:
+        """Create the home, private to its user (0700): it holds every parameter, log and output.
+        A home that others can read is made private, once, with a note."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = self.root.stat().st_mode & 0o777
+        if mode & 0o077:
+            os.chmod(self.root, 0o700)
+            print(f"vhtui: note: made {self.root} private to you (it was {mode:o}): it holds parameters, logs "
+                  "and outputs", file=sys.stderr)
         self.valid_configs.mkdir(parents=True, exist_ok=True)
         return self
 
@@ -36,6 +45,11 @@ class Home:
     def runners_file(self) -> Path:
         """Registered runner agents (`vhtui runner add`)."""
         return self.root / "runners.json"
+
+    @property
+    def crash_reports(self) -> Path:
+        """Tracebacks of vhtui's own failures, one file each, named in the one line the user sees."""
+        return self.root / "crash-reports"
 
     # -- executions ---------------------------------------------------------------------------
     @property

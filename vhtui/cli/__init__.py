@@ -9,6 +9,7 @@ document with Valohai's API field names.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import sys
@@ -75,8 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug of vhtui's, not the user's mistake
+
+
 def _guarded(call: Callable[[], int]) -> int:
-    """Run a command: a user's mistake is one line and its exit code, never a traceback."""
+    """Run a command: a user's mistake is one line and its exit code, never a traceback; so is a
+    full disk; anything else unexpected is one line naming a crash report with the traceback."""
     try:
         return int(call() or 0)
     except VhtuiError as exc:
@@ -86,6 +91,31 @@ def _guarded(call: Callable[[], int]) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            return _crashed(exc)
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"vhtui: error: no space left on the disk{where}: free some space and try again", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 (the one place that turns a bug into a line and a report)
+        return _crashed(exc)
+
+
+def _crashed(exc: Exception) -> int:
+    import time
+    import traceback
+
+    from vhtui.home import current_home
+
+    report = current_home().crash_reports / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}.txt")
+    try:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(f"vhtui {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+        where = f" (the traceback is in {report})"
+    except OSError:
+        where = ""
+    print(f"vhtui: internal error: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
+    return INTERNAL_ERROR
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,6 +106,14 @@ def cmd_outputs(args: argparse.Namespace) -> int:
 
     ctx = open_context()
     execution = execution_by_ref(ctx, args.execution)
+    if args.collect:
+        from vhtui.engine.supervisor import collect_leftovers
+        from vhtui.store.executions import FINAL_STATUSES
+
+        if execution["status"] not in FINAL_STATUSES:
+            raise VhtuiError(f"#{execution['counter']} is {execution['status']}: its supervisor stores its outputs")
+        found = collect_leftovers(ctx, execution["id"])
+        print(f"#{execution['counter']}: {len(found)} output(s) stored that were not yet", file=sys.stderr)
     outputs = datum_rows.produced_by(ctx.db, execution["id"])
     if args.download:
         store = DatumStore(ctx.home, ctx.db)
@@ -164,6 +172,8 @@ def add_parser(sub: Any) -> None:
     p = actions.add_parser("outputs", help="an execution's outputs")
     p.add_argument("execution", metavar="N")
     p.add_argument("--download", metavar="DIR", help="write the outputs into DIR")
+    p.add_argument("--collect", action="store_true",
+                   help="first store what an ended (crashed) execution left in its outputs folder")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_outputs)
     p = actions.add_parser("stop", help="stop an execution (SIGTERM, then SIGKILL after the grace period)")

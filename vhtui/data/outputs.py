@@ -39,24 +39,30 @@ class OutputCollector:
         self.stored: dict[str, tuple[int, int]] = {}  # relative path -> (size, mtime_ns) when stored
         self.errors: list[str] = []
         self.skipped: dict[str, str] = {}  # relative path -> why it was not stored
+        self.already: set[tuple[str, str | None]] = set()  # (name, sha256) stored before this collector
 
     def collect_live(self) -> list[dict[str, Any]]:
         """Store files made read-only since the last look, as copies: the run goes on."""
         return self._store_all([(rel, path, st) for rel, path, st in self._files()
                                 if not st.st_mode & 0o222 and self._changed(rel, st)], ended=False)
 
-    def collect_all(self, properties: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def collect_all(self, tags: list[str] | None = None) -> list[dict[str, Any]]:
         """Once the command has ended: store every output not stored yet (or changed since it was),
-        with `properties` added to each."""
+        with `tags` added to each."""
         return self._store_all([(rel, path, st) for rel, path, st in self._files() if self._changed(rel, st)],
-                               ended=True, extra=properties or {})
+                               ended=True, tags=tags or [])
+
+    def skip_stored(self) -> None:
+        """Leave out what this execution already stored (same name, same content): for a collector
+        that starts over after its run's supervisor died."""
+        self.already = {(d["name"], d["sha256"]) for d in datum_rows.produced_by(self.datums.db, self.execution_id)}
 
     def _store_all(self, files: list[tuple[str, Path, Any]], ended: bool,
-                   extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                   tags: list[str] | None = None) -> list[dict[str, Any]]:
         """Hash on every core (hashing is the cost of storing), then record one by one."""
         with ThreadPoolExecutor(max_workers=max(1, min(len(files), os.cpu_count() or 1))) as pool:
             digests = list(pool.map(lambda item: _digest_or_none(item[1]), files))
-        stored = [self._store(rel, path, st, sha256, ended, extra or {})
+        stored = [self._store(rel, path, st, sha256, ended, tags or [])
                   for (rel, path, st), sha256 in zip(files, digests)]
         return [d for d in stored if d]
 
@@ -90,9 +96,12 @@ class OutputCollector:
         return self.stored.get(rel) != (st.st_size, st.st_mtime_ns)
 
     def _store(self, rel: str, path: Path, st: Any, sha256: str | None, ended: bool,
-               extra: dict[str, Any]) -> dict[str, Any] | None:
-        properties = {**self._sidecar_properties(rel), **extra}
-        tags = [str(t) for t in _as_list(properties.pop("valohai.tags", []))]
+               extra_tags: list[str]) -> dict[str, Any] | None:
+        if (rel, sha256) in self.already:
+            self.stored[rel] = (st.st_size, st.st_mtime_ns)
+            return None
+        properties = self._sidecar_properties(rel)
+        tags = [str(t) for t in _as_list(properties.pop("valohai.tags", []))] + extra_tags
         aliases = [str(a) for a in _as_list(properties.pop("valohai.alias", []))]
         versions = [_dataset_uri(v) for v in _as_list(properties.pop("valohai.dataset-versions", []))]
         try:

@@ -8,7 +8,6 @@ where `valohai.yaml` says (`files: - path:`), so two versions never share a work
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -115,7 +114,7 @@ def create_version(
         version_name = name or deployment_rows.next_version_name(ctx.db, deployment_row["id"])
         version = deployment_rows.create_version(ctx.db, deployment_row["id"], version_name, code_version,
                                                   env_mode, endpoints)
-        os.rename(staging, ctx.home.version_dir(version["id"]))
+        code.place(staging, ctx.home.version_dir(version["id"]))
     return version
 
 

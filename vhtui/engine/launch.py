@@ -6,7 +6,6 @@ runs before anything is written to the store, so a refused launch leaves no trac
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -113,7 +112,10 @@ def launch(
             "image": request.image or step.image, "command": script, "parameters": parameters,
             "code_version": code_version, "environment": environment, "spec": spec,
         }, [f.as_row() for f in inputs])
-        os.rename(staging, ctx.home.execution_dir(execution["id"]))
+        orphan = code.place(staging, ctx.home.execution_dir(execution["id"]))
+    if orphan is not None:
+        print(f"vhtui: note: the store was started anew; an old execution's folder is kept as {orphan}",
+              file=sys.stderr)
     start_supervisor(ctx, execution["id"], standby=standby)
     return execution
 
@@ -134,6 +136,12 @@ def start_supervisor(ctx: Context, execution_id: int, resume: bool = False, stan
         return
     start_detached("vhtui.engine.supervisor", args, log, ctx.home.root,
                    main=lambda given: _supervisor_main()(given), db=ctx.db)
+
+
+def start_collector(ctx: Context, execution_id: int) -> None:
+    """A detached worker that stores what a crashed execution left in its outputs folder."""
+    start_detached("vhtui.engine.supervisor", [str(execution_id), "--collect"], ctx.home.supervisor_log(execution_id),
+                   ctx.home.root, main=lambda given: _supervisor_main()(given), db=ctx.db)
 
 
 def _supervisor_main() -> Callable[[list[str]], int]:

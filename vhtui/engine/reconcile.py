@@ -2,13 +2,15 @@
 
 Anything that reads the store calls `reconcile` first. An active execution whose supervisor is dead
 (by the supervision layer's one rule) is taken over by a new supervisor when its runner's runs
-outlive their owner and the run is still there; otherwise it becomes `crashed` with the reason, and
-whatever its run left behind is ended.
+outlive their owner and the run is still there; otherwise it becomes `crashed` with the reason
+(the supervisor's own last word, when it left one in its log), whatever its run left behind is
+ended, and a detached collector stores what is left in its outputs folder.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from runners import RunnerError
@@ -36,9 +38,25 @@ def reconcile(ctx: Context) -> list[int]:
                 runner.abandon(execution["runner_state"])
             except RunnerError:
                 pass
+        reason += last_word(ctx.home.supervisor_log(execution["id"]))
         if execution_rows.update(ctx.db, execution["id"], status="crashed", reason=reason, ended_at=now):
             crashed.append(execution["id"])
+            from vhtui.engine.launch import start_collector
+
+            start_collector(ctx, execution["id"])
     return crashed
+
+
+def last_word(log: Path) -> str:
+    """': <why>' from the last line a dying supervisor wrote (`vhtui: ...`), or nothing."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 4096))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    said = [line for line in lines if line.startswith("vhtui: ")]
+    return f": {said[-1][len('vhtui: '):]}" if said else ""
 
 
 def _runner(ctx: Context, execution: dict[str, Any]) -> Any:

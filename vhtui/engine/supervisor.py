@@ -11,12 +11,15 @@ Run as `python -m vhtui.engine.supervisor EXECUTION_ID`.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import signal
 import sys
 import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from typing import Any, cast
 
 from runners import ResumableRunner, RunHandle, RunLost, Runner, RunnerError, RunSpec
@@ -28,7 +31,7 @@ from vhtui.engine import conditions, registry
 from vhtui.engine.metadata import MetadataSink
 from vhtui.engine.runtime import ExecutionDirs, vh_environment, write_config
 from vhtui.engine.slots import SlotLease, try_acquire, visible_gpus
-from vhtui.errors import VhtuiError
+from vhtui.errors import StoreError, VhtuiError
 from vhtui.store import executions as execution_rows
 from vhtui.store import metadata as metadata_rows
 from vhtui.store import projects as project_rows
@@ -53,6 +56,10 @@ class Supervisor:
         self.datums = DatumStore(ctx.home, self.db)
         self.collector = OutputCollector(self.datums, self.dirs.outputs, self.execution["project_id"], execution_id)
         self.stop_reason: tuple[str, str] | None = None  # (final status, reason)
+        self.runner: Runner | None = None
+        self.handle: RunHandle | None = None  # the run, once started: what a failure must end
+        self.failed = False
+        self.reserve = self.dirs.root / ".reserve"
         self.signalled = False
         self.last_heartbeat = 0.0
         self.saved_checkpoint: dict[str, int] | None = None
@@ -67,7 +74,12 @@ class Supervisor:
             if handle is not None and handle.state.get("checkpoint") != self.saved_checkpoint:
                 fields["runner_state"] = handle.state  # where a resumed supervisor would go on from
                 self.saved_checkpoint = handle.state.get("checkpoint")
-            execution_rows.update(self.db, self.id, **fields)
+            try:
+                execution_rows.update(self.db, self.id, **fields)
+            except StoreError as exc:
+                if exc.kind != "busy":
+                    raise
+                return  # a beat missed while another process holds the store; the run goes on
             self.last_heartbeat = now
 
     def _stop_requested(self) -> bool:
@@ -97,6 +109,9 @@ class Supervisor:
             return 0
         try:
             return self._run_with_slot(runner, lease.gpu_ids)
+        except BaseException as exc:
+            self.fail(exc)  # before the slot is released: the run must be ended first
+            raise
         finally:
             lease.release()
 
@@ -117,6 +132,7 @@ class Supervisor:
                             sha256=r["sha256"], size=r["size"], datum_id=r["datum_id"])
                   for r in execution_rows.inputs_of(self.db, self.id)]
         self.dirs.create()
+        self._reserve_room()
         try:
             materialize(inputs, self.datums.blobs, self.dirs.inputs, share=runner.protects_inputs)
         except Exception as exc:  # noqa: BLE001 (a full disk, a vanished cache file)
@@ -146,10 +162,12 @@ class Supervisor:
             return 0
         try:
             handle = runner.start(run_spec)
+            self.runner, self.handle = runner, handle
         except RunnerError as exc:
             self._finish("error", None, str(exc))
             return 1
-        execution_rows.update(self.db, self.id, status="started", started_at=time.time(), runner_state=handle.state)
+        ride_out_busy(lambda: execution_rows.update(self.db, self.id, status="started", started_at=time.time(),
+                                                    runner_state=handle.state))
         return self._follow(runner, handle)
 
     def resume(self) -> int:
@@ -166,6 +184,7 @@ class Supervisor:
             self._finish("crashed", None, f"its supervisor died, and runs on {self.execution['runner']} end with it")
             return 1
         handle = cast(ResumableRunner, runner).reattach(state)
+        self.runner, self.handle = runner, handle
         if handle is None:
             self._finish("crashed", None, f"its supervisor died and runner {self.execution['runner']} "
                                           "no longer has the run")
@@ -181,7 +200,7 @@ class Supervisor:
         try:
             exit_code = self._pump(runner, handle, offset, summary)
         except RunLost as exc:
-            self._collect()
+            self._collect(tags=[CRASH_TAG])
             self._finish("crashed", None, f"the run was lost: {exc}")
             return 1
         return self._conclude(exit_code, handle.state.get("end_reason"))
@@ -245,15 +264,15 @@ class Supervisor:
     def _begin_stop(self, runner: Runner, handle: RunHandle, status: str, reason: str) -> bool:
         """Start stopping without blocking the pump: output must keep flowing while the run ends."""
         self.stop_reason = (status, reason)
-        execution_rows.update(self.db, self.id, status="stopping")
+        ride_out_busy(lambda: execution_rows.update(self.db, self.id, status="stopping"))
         grace = float(self.spec.get("stop_grace", 10.0))
         threading.Thread(target=runner.stop, args=(handle, grace), daemon=True).start()
         return True
 
-    def _collect(self) -> None:
+    def _collect(self, tags: list[str] | None = None) -> None:
         """Store every output, whatever the outcome (as Valohai does); what was left out is said at
         the end of the log."""
-        self.collector.collect_all()
+        self.collector.collect_all(tags=tags)
         if self.collector.skipped:
             log = LogWriter(self.ctx.home.log_path(self.id))
             for rel, why in sorted(self.collector.skipped.items()):
@@ -275,19 +294,99 @@ class Supervisor:
         return 0
 
     def _finish(self, status: str, exit_code: int | None, reason: str | None) -> None:
-        execution_rows.update(self.db, self.id, status=status, exit_code=exit_code, reason=reason,
-                              ended_at=time.time(), heartbeat_at=time.time())
+        self.reserve.unlink(missing_ok=True)
+        now = time.time()
+        ride_out_busy(lambda: execution_rows.update(self.db, self.id, status=status, exit_code=exit_code,
+                                                    reason=reason, ended_at=now, heartbeat_at=now))
+
+    def _reserve_room(self) -> None:
+        """A little disk space set aside (a file of zeros) that a full disk gives back at the end."""
+        try:
+            with open(self.reserve, "wb") as f:
+                f.write(bytes(RESERVE_BYTES))
+        except OSError:
+            self.reserve.unlink(missing_ok=True)
+
+    def fail(self, exc: BaseException) -> None:
+        """The supervisor itself failed: end the run (nothing it started may outlive it), store what
+        it left in outputs/, and record why, once."""
+        if self.failed:
+            return
+        self.failed = True
+        if self.runner is not None and self.handle is not None:
+            try:
+                self.runner.abandon(self.handle.state)
+            except Exception:  # noqa: BLE001 (ending the run is all that matters now)
+                pass
+        full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or \
+            (isinstance(exc, StoreError) and exc.kind == "full")
+        if full:
+            self.reserve.unlink(missing_ok=True)  # room to record how it ended
+            reason = f"the disk holding {self.ctx.home.root} is full; the run was ended"
+        else:
+            reason = str(exc) if isinstance(exc, VhtuiError) else f"supervisor failed: {type(exc).__name__}: {exc}"
+        _say(reason)
+        try:
+            if not full:
+                self.collector.collect_all(tags=[CRASH_TAG])
+            self._finish("error" if full else "crashed", None, reason)
+        except Exception as again:  # noqa: BLE001 (the reason is in supervisor.log, which reconcile reads)
+            _say(f"could not record it: {again}")
+
+
+CRASH_TAG = "from-crashed-run"  # outputs stored after their run crashed
+RESERVE_BYTES = 256 << 10  # kept free for the final record, should the disk fill up during the run
+
+
+def _say(line: str) -> None:
+    """One line to supervisor.log, which reconcile reads when this process is gone."""
+    try:
+        print(f"vhtui: {line}", file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
+def ride_out_busy(write: Callable[[], Any]) -> Any:
+    """A write of the supervisor's: another process holding the store's lock is waited out, never a
+    reason to give up a live run or lose how it ended."""
+    while True:
+        try:
+            return write()
+        except StoreError as exc:
+            if exc.kind != "busy":
+                raise
+            print(f"vhtui: {exc}; trying again", file=sys.stderr, flush=True)
+            time.sleep(1.0)
+
+
+def collect_leftovers(ctx: Context, execution_id: int) -> list[dict[str, Any]]:
+    """Store what an ended execution left in outputs/ and is not stored yet (its supervisor died
+    while collecting, say), tagged as from a crashed run; safe to repeat, and to run twice at once."""
+    execution = execution_rows.get(ctx.db, execution_id)
+    if execution is None:
+        return []
+    directory = ctx.home.execution_dir(execution_id)
+    if not directory.is_dir():
+        return []
+    with open(directory / "collect.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        collector = OutputCollector(DatumStore(ctx.home, ctx.db), directory / "outputs", execution["project_id"],
+                                    execution_id)
+        collector.skip_stored()
+        return collector.collect_all(tags=[CRASH_TAG])
 
 
 def main(argv: list[str]) -> int:
     execution_id = int(argv[0])
     ctx = Context.open()
+    if "--collect" in argv:
+        collect_leftovers(ctx, execution_id)
+        return 0
     supervisor = Supervisor(ctx, execution_id)
     try:
         return supervisor.resume() if "--resume" in argv else supervisor.run()
-    except BaseException as exc:  # record why, then let the traceback reach supervisor.log
-        execution_rows.update(ctx.db, execution_id, status="crashed", ended_at=time.time(),
-                              reason=f"supervisor failed: {type(exc).__name__}: {exc}")
+    except BaseException as exc:  # ended and recorded, then the traceback goes to supervisor.log
+        supervisor.fail(exc)
         traceback.print_exc()
         return 1
 

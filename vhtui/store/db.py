@@ -12,6 +12,7 @@ nothing stored before is touched.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from typing import Any
 from vhtui.errors import StoreError, VhtuiError
 from vhtui.store.schema import MIGRATIONS
 
-BUSY_TIMEOUT_S = 60.0
+BUSY_TIMEOUT_S = float(os.environ.get("VHTUI_BUSY_TIMEOUT") or 60.0)  # how long a writer waits for the lock
 
 
 def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
@@ -29,15 +30,19 @@ def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
     text = str(exc)
     code = getattr(exc, "sqlite_errorname", "")
     if code == "SQLITE_FULL" or "disk is full" in text:
-        return StoreError(f"the disk holding the store ({path.parent}) is full: free some space and try again")
+        return StoreError(f"the disk holding the store ({path.parent}) is full: free some space and try again",
+                          "full")
     if code in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or "not a database" in text or "malformed" in text:
-        return StoreError(f"the store at {path} is damaged ({text}); see 'Recovering the store' in the README")
+        return StoreError(f"the store at {path} is damaged ({text}); see 'Recovering the store' in the README",
+                          "damaged")
     if code.startswith("SQLITE_BUSY") or "locked" in text:
-        return StoreError(f"the store at {path} stayed locked by another process for {BUSY_TIMEOUT_S:.0f} s")
+        return StoreError(f"the store at {path} stayed locked by another process for {BUSY_TIMEOUT_S:.0f} s",
+                          "busy")
     if code.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_PERM")):
-        return StoreError(f"cannot use the store at {path}: {text}")
+        return StoreError(f"cannot use the store at {path}: {text}", "unusable")
     if "no such table" in text:
-        return StoreError(f"the store at {path} was removed or replaced while in use; run the command again")
+        return StoreError(f"the store at {path} was removed or replaced while in use; run the command again",
+                          "replaced")
     return StoreError(f"the store at {path} failed: {text}")
 
 
@@ -51,6 +56,7 @@ class Database:
             raise store_error(path, exc) from None
 
     def _connect(self) -> None:
+        _make_private(self.path)
         self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
@@ -133,6 +139,33 @@ class Database:
                 self._connect()
             except sqlite3.Error as exc:
                 raise store_error(self.path, exc) from None
+
+
+def _make_private(path: Path) -> None:
+    """The store file readable by its user alone (0600), created so before SQLite opens it: SQLite
+    gives its -wal and -shm files the same mode. An older store that others could read is fixed.
+
+    An existing store is never opened here: closing any descriptor of the file drops every POSIX
+    lock this process holds on it, and another connection of this process (a supervisor has two)
+    would then look absent to the next process that closes, which would checkpoint and delete the
+    WAL under it. Only a file that does not exist yet, and so has no connection, is created.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError:
+            pass  # created meanwhile, or not creatable: SQLite says why, in its own words
+        return
+    except OSError:
+        return
+    if mode & 0o077:
+        for name in (path.name, path.name + "-wal", path.name + "-shm"):
+            try:
+                os.chmod(path.with_name(name), 0o600)
+            except OSError:
+                pass
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

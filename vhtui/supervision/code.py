@@ -9,12 +9,14 @@ so editing the project during a run changes nothing in it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,6 +57,22 @@ def staged(snapshot: CodeSnapshot, parent: Path, prefix: str) -> Iterator[Path]:
     finally:
         if snapshot.tarball:
             snapshot.tarball.unlink(missing_ok=True)
+
+
+def place(staging: Path, target: Path) -> Path | None:
+    """Rename a staged folder into place. A folder already there belongs to a store that was lost
+    (its ids start again at 1): it is kept, moved aside as `orphaned-<name>-<time>`, and its new
+    path returned so the caller can say so."""
+    try:
+        os.rename(staging, target)
+        return None
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not target.exists():
+            raise
+    orphan = target.with_name(f"orphaned-{target.name}-{int(time.time())}")
+    os.rename(target, orphan)
+    os.rename(staging, target)
+    return orphan
 
 
 def record(snapshot: CodeSnapshot, datums: DatumStore, project_id: int) -> dict[str, Any]:

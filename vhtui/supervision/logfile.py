@@ -45,8 +45,8 @@ def streams_path(log_path: Path) -> Path:
 class LogWriter:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self.streams_fd = os.open(streams_path(path), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.streams_fd = os.open(streams_path(path), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         self.offset = os.fstat(self.fd).st_size
         self.last_stream: str | None = None
         self.pending: dict[str, bytes] = {"stdout": b"", "stderr": b""}
