@@ -191,8 +191,10 @@ class RemoteRunner:
                 pass  # the link is down: the next round, or the final fetch, brings them
 
     def stop(self, handle: RunHandle, grace: float = 10.0) -> None:
-        try:
-            self.call("POST", f"/v1/runs/{handle.state['run']}/stop", params={"grace": grace})
+        from runners.agent import MAX_STOP_GRACE_S
+
+        try:  # the agent refuses a longer grace: a stop must never be lost to it
+            self.call("POST", f"/v1/runs/{handle.state['run']}/stop", params={"grace": min(grace, MAX_STOP_GRACE_S)})
         except RunnerError:
             pass  # unreachable now: the stream keeps retrying, and the stop is asked again by the caller
 
@@ -208,6 +210,18 @@ class RemoteRunner:
     def abandon(self, state: dict[str, Any]) -> None:
         if state.get("run"):
             self.stop(RunHandle(state["run"], self.kind, state), grace=0)
+
+
+def trust_store(ca_file: str) -> Any:
+    """An SSL context that trusts the certificates in `ca_file` (an agent's self-signed one, say);
+    RunnerError, in one line, when the file holds none."""
+    import ssl
+
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror or getattr(exc, "reason", None) or str(exc)
+        raise RunnerError(f"cannot use the CA file {ca_file}: {reason}") from None
 
 
 def _raise_for(response: Any, runner: RemoteRunner) -> None:

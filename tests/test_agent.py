@@ -161,15 +161,25 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile
 @pytest.mark.parametrize("archive, rule", [
     (_tar((_member("/etc/evil"), b"x")), "absolute paths are refused"),
     (_tar((_member("repository/../../evil"), b"x")), "'..' in a path is refused"),
-    (_tar((_member("repository/out", tarfile.SYMTYPE, "../../../../etc/passwd"), b"")), "leaves the archive's tree"),
-    (_tar((_member("repository/abs", tarfile.SYMTYPE, "/etc/passwd"), b"")), "leaves the archive's tree"),
-    (_tar((_member("repository/hard", tarfile.LNKTYPE, "/etc/passwd"), b"")), "leaves the archive's tree"),
+    (_tar((_member("repository/out", tarfile.SYMTYPE, "../../../../etc/passwd"), b"")), "links are refused"),
+    (_tar((_member("repository/abs", tarfile.SYMTYPE, "/etc/passwd"), b"")), "links are refused"),
+    (_tar((_member("repository/hard", tarfile.LNKTYPE, "/etc/passwd"), b"")), "links are refused"),
+    # a link that stays in the tree but names the run's own folder, and a member written through it
+    (_tar((_member("repository/up", tarfile.SYMTYPE, ".."), b""),
+          (_member("repository/up/status.json"), b'{"state": "running"}'),
+          (_member("repository/up/keeper.json"), b'{"pid": 12345}')), "links are refused"),
+    (_tar((_member("repository/a"), b"x"), (_member("repository/b", tarfile.LNKTYPE, "repository/a"), b"")),
+     "links are refused"),
     (_tar((_member("repository/dev", tarfile.CHRTYPE), b"")), "device files"),
     (_tar((_member("elsewhere/file"), b"x")), "only repository, inputs, config may be sent"),
+    (_tar((_member("./", tarfile.DIRTYPE), b"")), "empty and '.' names are refused"),
+    (_tar((_member("", tarfile.REGTYPE), b"x")), "empty and '.' names are refused"),
+    (_tar((_member("repository/ok"), b"x"), (_member(".", tarfile.DIRTYPE), b"")), "empty and '.' names are refused"),
     (_tar(*[(_member(f"inputs/f{i}"), b"") for i in range(60)]), "more than 50 files"),
     (_tar((_member("inputs/bomb"), b"0" * 300_000)), "more than 262,144 bytes"),
     (b"this is not a tar archive" * 100, "not a tar archive"),
-], ids=["absolute", "dotdot", "symlink-out", "symlink-absolute", "hardlink-out", "device", "other-folder",
+], ids=["absolute", "dotdot", "symlink-out", "symlink-absolute", "hardlink-out", "through-a-link",
+        "hardlink-inside", "device", "other-folder", "dot-slash", "empty-name", "dot-after-a-file",
         "too-many-files", "too-many-bytes", "not-tar"])
 def test_hostile_archives_are_refused_and_leave_nothing(tmp_path: Path, archive: bytes, rule: str) -> None:
     agent = Agent(tmp_path / "agent", extra=["--max-files", "50", "--max-upload-mb", "0.25"]).start()
@@ -180,6 +190,8 @@ def test_hostile_archives_are_refused_and_leave_nothing(tmp_path: Path, archive:
         assert rule in response.json()["error"]
         assert not (agent.root / "state" / "runs" / "evil").exists()
         assert not Path("/evil").exists() and not (tmp_path / "evil").exists()
+        listing = httpx.get(f"{agent.url}/v1/runs", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert listing.status_code == 200 and listing.json() == {"runs": []}, listing.text
     finally:
         agent.stop_all()
 
