@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vhtui.errors import VhtuiError
+
+DEFAULT_SECRET_PATTERNS = ("*TOKEN*", "*SECRET*", "*PASSWORD*", "*KEY*")  # names of variables kept secret
 from vhtui.home import Home
 
 
@@ -25,6 +27,7 @@ class Settings:
     default_runner: str = "local"
     stop_grace: float = 10.0
     environments: dict[str, str] = field(default_factory=dict)
+    secret_patterns: list[str] = field(default_factory=lambda: list(DEFAULT_SECRET_PATTERNS))
 
 
 def load_settings(home: Home) -> Settings:

@@ -7,6 +7,7 @@ each parameter's type, default and limits and each input's default, as the step 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,9 @@ def step_parser(step: Any) -> argparse.ArgumentParser:
     common.add_argument("-i", "--input", action="append", default=[], metavar="NAME=URI")
     common.add_argument("--env-var", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable for the command")
+    common.add_argument("--secret", action="append", default=[], metavar="NAME[=VALUE]",
+                        help="a secret environment variable: its value reaches the command and nothing else "
+                             "(NAME alone takes it from your environment, which keeps it off the command line)")
     common.add_argument("--follow", "-f", action="store_true", help="print the log until the execution ends")
     common.add_argument("--watch", action="store_true", help="launch again whenever a project file changes")
     taken = {opt for action in parser._actions for opt in action.option_strings}
@@ -110,6 +114,7 @@ def _pairs(values: list[str], what: str) -> list[tuple[str, str]]:
 def build_request(step: Any, root: Path, argv: list[str]) -> tuple[Any, argparse.Namespace]:
     from vhtui.engine.launch import LaunchRequest
     from vhtui.engine.params import read_parameter_file
+    from vhtui.engine.secrets import is_secret
 
     args = step_parser(step).parse_args(argv)
     parameters: dict[str, Any] = {}
@@ -129,12 +134,30 @@ def build_request(step: Any, root: Path, argv: list[str]) -> tuple[Any, argparse
             parameters[dest[6:]] = value
         elif dest.startswith("input:"):
             inputs[dest[6:]] = value
+    environment = dict(_pairs(args.env_var, "environment variable"))
+    secret_values = dict(_secrets(args.secret))
     request = LaunchRequest(
         project_root=root, step=step.name, parameters=parameters, inputs=inputs, title=args.title,
         adhoc=args.adhoc, runner=args.runner, env_mode=args.env_mode, image=args.image, cwd=Path.cwd(),
-        environment_variables=dict(_pairs(args.env_var, "environment variable")),
+        environment_variables=environment, secrets=secret_values,
+        secrets_in_argv=any("=" in value for value in args.secret) or any(map(is_secret, environment)),
     )
     return request, args
+
+
+def _secrets(values: list[str]) -> list[tuple[str, str]]:
+    """`--secret NAME=VALUE`, or `--secret NAME` with the value from this process's environment."""
+    out = []
+    for value in values:
+        name, sep, secret = value.partition("=")
+        if not name:
+            raise VhtuiError(f"--secret {value!r}: expected NAME or NAME=VALUE")
+        if not sep:
+            if name not in os.environ:
+                raise VhtuiError(f"--secret {name}: no variable {name} in your environment to take it from")
+            secret = os.environ[name]
+        out.append((name, secret))
+    return out
 
 
 def steps_overview() -> str:

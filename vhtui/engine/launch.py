@@ -18,7 +18,7 @@ from runners.pyenv import ENV_MODES
 from vhtui.context import Context
 from vhtui.data.datums import DatumStore
 from vhtui.data.inputs import InputFetcher
-from vhtui.engine import registry
+from vhtui.engine import registry, secrets
 from vhtui.engine.params import build_command, resolve_parameters
 from vhtui.engine.slots import gpus_requested
 from vhtui.errors import VhtuiError
@@ -45,6 +45,8 @@ class LaunchRequest:
     image: str | None = None
     cwd: Path | None = None
     environment_variables: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)  # values that reach the command and nothing else
+    secrets_in_argv: bool = False  # a secret's value is on our command line: no supervisor may inherit it
 
 
 def choose_runner(ctx: Context, requested: str | None, environment: str | None) -> str:
@@ -97,6 +99,10 @@ def launch(
         environment = {name: str(var.default) for name, var in step.environment_variables.items()
                        if var.default is not None}
         environment.update(request.environment_variables)
+        environment.update(request.secrets)
+        secret_names = {name for name in environment
+                        if name in request.secrets or secrets.is_secret(name, ctx.settings.secret_patterns)}
+        secrets.hand_over(staging, {name: environment[name] for name in secret_names})
         spec = {
             "env_mode": request.env_mode,
             "python": python,
@@ -106,17 +112,21 @@ def launch(
             "stop_condition": step.stop_condition,
             "resources": step.resources.serialize() if step.resources else None,
             "stop_grace": ctx.settings.stop_grace,
+            "secret_env": sorted(secret_names),
         }
         execution = execution_rows.create(ctx.db, project_id, {
             "step": step.name, "title": request.title, "runner": runner,
             "image": request.image or step.image, "command": script, "parameters": parameters,
-            "code_version": code_version, "environment": environment, "spec": spec,
+            "code_version": code_version, "environment": secrets.shown(environment, secret_names), "spec": spec,
         }, [f.as_row() for f in inputs])
         orphan = code.place(staging, ctx.home.execution_dir(execution["id"]))
     if orphan is not None:
         print(f"vhtui: note: the store was started anew; an old execution's folder is kept as {orphan}",
               file=sys.stderr)
-    start_supervisor(ctx, execution["id"], standby=standby)
+    if request.secrets_in_argv and standby is not None:
+        standby.cancel()  # forked from this process, it would show our command line, secrets and all
+        standby = None
+    start_supervisor(ctx, execution["id"], standby=standby, fresh=request.secrets_in_argv)
     return execution
 
 
@@ -126,16 +136,17 @@ def standby_supervisor(home: Home) -> Standby | None:
     return Standby.start(_supervisor_main, home.root)
 
 
-def start_supervisor(ctx: Context, execution_id: int, resume: bool = False, standby: Standby | None = None) -> None:
+def start_supervisor(ctx: Context, execution_id: int, resume: bool = False, standby: Standby | None = None,
+                     fresh: bool = False) -> None:
     """A detached supervisor owns the execution from here: the standby one, one forked from the
-    CLI, or a fresh interpreter."""
+    CLI, or (`fresh`, or from the threaded TUI) a fresh interpreter."""
     args = [str(execution_id), *(["--resume"] if resume else [])]
     log = ctx.home.supervisor_log(execution_id)
     if standby is not None:
         standby.hand_over(args, log)
         return
     start_detached("vhtui.engine.supervisor", args, log, ctx.home.root,
-                   main=lambda given: _supervisor_main()(given), db=ctx.db)
+                   main=None if fresh else (lambda given: _supervisor_main()(given)), db=ctx.db)
 
 
 def start_collector(ctx: Context, execution_id: int) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from runners import RunnerError
 from vhtui.context import Context
-from vhtui.engine import registry
+from vhtui.engine import registry, secrets
 from vhtui.errors import VhtuiError
 from vhtui.store import executions as execution_rows
 from vhtui.supervision import owner
@@ -39,6 +39,7 @@ def reconcile(ctx: Context) -> list[int]:
             except RunnerError:
                 pass
         reason += last_word(ctx.home.supervisor_log(execution["id"]))
+        secrets.take(ctx.home.execution_dir(execution["id"]))  # a supervisor that never read them
         if execution_rows.update(ctx.db, execution["id"], status="crashed", reason=reason, ended_at=now):
             crashed.append(execution["id"])
             from vhtui.engine.launch import start_collector

@@ -23,11 +23,12 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from runners import ResumableRunner, RunHandle, RunLost, Runner, RunnerError, RunSpec
+from runners.masking import SecretMask
 from vhtui.context import Context
 from vhtui.data.datums import DatumStore
 from vhtui.data.inputs import InputFile, materialize
 from vhtui.data.outputs import OutputCollector
-from vhtui.engine import conditions, registry
+from vhtui.engine import conditions, registry, secrets
 from vhtui.engine.metadata import MetadataSink
 from vhtui.engine.runtime import ExecutionDirs, vh_environment, write_config
 from vhtui.engine.slots import SlotLease, try_acquire, visible_gpus
@@ -60,6 +61,8 @@ class Supervisor:
         self.handle: RunHandle | None = None  # the run, once started: what a failure must end
         self.failed = False
         self.reserve = self.dirs.root / ".reserve"
+        self.secret_values = secrets.take(self.dirs.root)  # read once: the file is gone from here on
+        self.mask = SecretMask(list(self.secret_values.values()))
         self.signalled = False
         self.last_heartbeat = 0.0
         self.saved_checkpoint: dict[str, int] | None = None
@@ -148,6 +151,7 @@ class Supervisor:
         write_config(self.dirs, self.execution, self.project, inputs, seen["inputs"])
         env = vh_environment(self.execution, self.project, seen)
         env.update(self.execution["environment"])
+        env.update(self.secret_values)
         resources = self.spec.get("resources") or {}
         run_spec = RunSpec(
             run_id=self.execution["uid"], script=self.dirs.script, repository_dir=self.dirs.repository,
@@ -156,6 +160,7 @@ class Supervisor:
             cpu_limit=(resources.get("cpu") or {}).get("max"),
             memory_limit_mb=(resources.get("memory") or {}).get("max"),
             options={"env_mode": self.spec.get("env_mode", "venv"), "python": self.spec.get("python")},
+            secret_env=frozenset(self.spec.get("secret_env") or ()),
         )
         if self._stop_requested():
             self._finish("stopped", None, "stopped before it started")
@@ -220,9 +225,10 @@ class Supervisor:
         try:
             for chunk in runner.stream(handle, offset):
                 now = time.monotonic()
-                if chunk.data:
+                data = self.mask.feed(chunk.stream, chunk.data) if chunk.data else b""
+                if data:
                     last_output = now
-                    regions = log.write(chunk.stream, chunk.data)
+                    regions = log.write(chunk.stream, data)
                     if chunk.stream == "stdout" and regions:
                         sink.feed(regions, time.time())
                 if len(sink.pending) >= FLUSH_BLOCKS or now - last_flush >= FLUSH_S:
@@ -247,6 +253,9 @@ class Supervisor:
                     self.collector.collect_live()
                     last_live = now
         finally:
+            for stream in ("stdout", "stderr"):
+                if rest := self.mask.feed(stream, b"", final=True):
+                    log.write(stream, rest)
             sink.feed(log.close(), time.time())
             sink.close()
         return runner.wait(handle)

@@ -139,4 +139,7 @@ class Standby:
         self.handed_over = True
 
     def cancel(self) -> None:
-        os.close(self._write)
+        """It exits having done nothing (safe to repeat)."""
+        if not self.handed_over and self._write >= 0:
+            os.close(self._write)
+            self._write = -1
