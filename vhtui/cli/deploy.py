@@ -5,12 +5,38 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from vhtui.cli.common import open_context, print_json, print_table, project_id
 from vhtui.errors import VhtuiError
+
+MAX_NAME = 128  # a name is one segment of every URL the router serves
+
+
+def _name(kind: str) -> Callable[[str], str]:
+    """A deployment, version or alias name as argparse reads it, checked before the store is opened:
+    bytes that are not UTF-8, a newline or a name of 100k characters are one line, not a traceback."""
+    def parse(text: str) -> str:
+        from vhtui.deploy.versions import check_name
+
+        if len(text) > MAX_NAME:
+            raise VhtuiError(f"invalid {kind} name of {len(text)} characters: at most {MAX_NAME}")
+        check_name(kind, text)
+        if not text.isprintable():  # what check_name's pattern lets through: a newline at the end
+            raise VhtuiError(f"invalid {kind} name {text!r}: not one line of printable text")
+        return text
+    return parse
+
+
+def _port(option: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        from vhtui.deploy.router import parse_port
+
+        return parse_port(text, option)
+    return parse
 
 
 def _deployment(ctx: Any, name: str) -> dict[str, Any]:
@@ -281,7 +307,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     text = yaml.dump_all(manifests, Dumper=PlainDumper, sort_keys=False)
     if args.output:
-        Path(args.output).write_text(text)
+        try:
+            Path(args.output).write_text(text)
+        except OSError as exc:
+            raise VhtuiError(f"cannot write {args.output}: {exc.strerror or exc}") from None
         print(f"{len(manifests)} manifests written to {args.output}")
     else:
         sys.stdout.write(text)
@@ -292,7 +321,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from vhtui.context import Context
     from vhtui.deploy.router import default_port, serve
 
-    return serve(Context.open(), args.host, args.port or default_port())
+    return serve(Context.open(), args.host, args.port or default_port(), args.max_body)
 
 
 def add_parser(sub: Any) -> None:
@@ -302,7 +331,7 @@ def add_parser(sub: Any) -> None:
     version = actions.add_parser("version", help="create a version: the code now plus files from datums")
     version_actions = version.add_subparsers(dest="version_command", metavar="ACTION", required=True)
     p = version_actions.add_parser("create", help="build a version of a deployment from valohai.yaml endpoints")
-    p.add_argument("deployment", metavar="DEPLOYMENT")
+    p.add_argument("deployment", metavar="DEPLOYMENT", type=_name("deployment"))
     p.add_argument("--endpoint", action="append", default=[], metavar="NAME", required=True,
                    help="an endpoint of valohai.yaml (repeatable)")
     p.add_argument("--file", action="append", default=[], metavar="[ENDPOINT.]NAME=URI",
@@ -313,31 +342,31 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_version_create)
 
     p = actions.add_parser("start", help="serve versions (all of the deployment's by default); starts the router")
-    p.add_argument("deployment", metavar="DEPLOYMENT")
-    p.add_argument("versions", nargs="*", metavar="VERSION")
-    p.add_argument("--router-port", type=int, help="where to start the router if it is not running")
+    p.add_argument("deployment", metavar="DEPLOYMENT", type=_name("deployment"))
+    p.add_argument("versions", nargs="*", metavar="VERSION", type=_name("version"))
+    p.add_argument("--router-port", type=_port("--router-port"), help="where to start the router if it is not running")
     p.add_argument("--timeout", type=float, help="seconds to wait for each to listen (default 60)")
     p.set_defaults(func=cmd_start)
 
     p = actions.add_parser("stop", help="stop versions (all of the deployment's by default)")
-    p.add_argument("deployment", nargs="?", metavar="DEPLOYMENT")
-    p.add_argument("versions", nargs="*", metavar="VERSION")
+    p.add_argument("deployment", nargs="?", metavar="DEPLOYMENT", type=_name("deployment"))
+    p.add_argument("versions", nargs="*", metavar="VERSION", type=_name("version"))
     p.add_argument("--all", action="store_true", help="every running endpoint of every project, and the router")
     p.set_defaults(func=cmd_stop)
 
     alias = actions.add_parser("alias", help="point an alias (staging, production, ...) at a version")
     alias_actions = alias.add_subparsers(dest="alias_command", metavar="ACTION", required=True)
     p = alias_actions.add_parser("set", help="move an alias, atomically")
-    p.add_argument("deployment", metavar="DEPLOYMENT")
-    p.add_argument("alias", metavar="ALIAS")
-    p.add_argument("version", metavar="VERSION")
+    p.add_argument("deployment", metavar="DEPLOYMENT", type=_name("deployment"))
+    p.add_argument("alias", metavar="ALIAS", type=_name("alias"))
+    p.add_argument("version", metavar="VERSION", type=_name("version"))
     p.add_argument("--force", action="store_true", help="also to a version that is not serving")
     p.set_defaults(func=cmd_alias_set)
 
     p = actions.add_parser("mirror", help="copy an alias's traffic to another alias and count agreement")
-    p.add_argument("deployment", metavar="DEPLOYMENT")
-    p.add_argument("source", metavar="ALIAS")
-    p.add_argument("target", nargs="?", metavar="TO_ALIAS")
+    p.add_argument("deployment", metavar="DEPLOYMENT", type=_name("deployment"))
+    p.add_argument("source", metavar="ALIAS", type=_name("alias"))
+    p.add_argument("target", nargs="?", metavar="TO_ALIAS", type=_name("alias"))
     p.add_argument("--off", action="store_true")
     p.set_defaults(func=cmd_mirror)
 
@@ -345,30 +374,32 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ls)
     p = actions.add_parser("info", help="everything about a deployment (or one version)")
-    p.add_argument("deployment", metavar="DEPLOYMENT")
-    p.add_argument("version", nargs="?", metavar="VERSION")
+    p.add_argument("deployment", metavar="DEPLOYMENT", type=_name("deployment"))
+    p.add_argument("version", nargs="?", metavar="VERSION", type=_name("version"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
     p = actions.add_parser("logs", help="a version's endpoint log")
-    p.add_argument("deployment", metavar="DEPLOYMENT")
-    p.add_argument("version", metavar="VERSION")
+    p.add_argument("deployment", metavar="DEPLOYMENT", type=_name("deployment"))
+    p.add_argument("version", metavar="VERSION", type=_name("version"))
     p.add_argument("endpoint", nargs="?", metavar="ENDPOINT")
     p.set_defaults(func=cmd_logs)
     p = actions.add_parser("compare", help="two aliases side by side (and the same request to both)")
-    p.add_argument("deployment", metavar="DEPLOYMENT")
-    p.add_argument("left", metavar="ALIAS")
-    p.add_argument("right", metavar="ALIAS")
+    p.add_argument("deployment", metavar="DEPLOYMENT", type=_name("deployment"))
+    p.add_argument("left", metavar="ALIAS", type=_name("alias"))
+    p.add_argument("right", metavar="ALIAS", type=_name("alias"))
     p.add_argument("--request", metavar="PATH", help="send this request (path and query) to both")
     p.add_argument("--data", help="a JSON body: the request is a POST")
     p.add_argument("--endpoint", help="which endpoint (default: the first)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)
     p = actions.add_parser("export", help="manifests for running the deployment elsewhere")
-    p.add_argument("deployment", metavar="DEPLOYMENT")
+    p.add_argument("deployment", metavar="DEPLOYMENT", type=_name("deployment"))
     p.add_argument("--kubernetes", action="store_true", help="Deployments, Services and an Ingress")
     p.add_argument("--output", "-o", metavar="FILE")
     p.set_defaults(func=cmd_export)
     p = actions.add_parser("serve", help="run the router in the foreground")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, help="default 8700, or VHTUI_ROUTER_PORT")
+    p.add_argument("--port", type=_port("--port"), help="default 8700, or VHTUI_ROUTER_PORT")
+    p.add_argument("--max-body", metavar="SIZE", help="the largest request body: bytes, or with K, M or G "
+                                                      "(default 100M, or VHTUI_ROUTER_MAX_BODY)")
     p.set_defaults(func=cmd_serve)
