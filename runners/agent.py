@@ -647,8 +647,11 @@ class AgentServer:
 
         limits = Limits(self.config.limits.header_timeout, self.config.limits.body_timeout, self.max_connections)
         cert, key = self.tls or (None, None)
+        # asyncio accepts up to `backlog` connections at once before the protocol sees one: keeping it
+        # to the connection limit keeps their descriptors inside what _fit_to_descriptors counted
         config = uvicorn.Config(create_app(self.config), ssl_certfile=cert, ssl_keyfile=key, log_level="warning",
-                                timeout_graceful_shutdown=1, http=guarded_protocol(limits))
+                                timeout_graceful_shutdown=1, http=guarded_protocol(limits),
+                                backlog=self.max_connections)
         uvicorn.Server(config).run(sockets=[self.socket])
 
 
@@ -731,8 +734,9 @@ def guarded_protocol(limits: Limits) -> type:
             super().connection_made(transport)
             self.waiting_since = self.quiet_since = self.loop.time()
             self.watch = self.loop.call_later(tick, self.check)
-            if len(self.connections) > limits.max_connections:
-                idle = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c.awaits_head()]
+            live = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and not c.transport.is_closing()]
+            if len(live) > limits.max_connections:  # (one closed just now is not gone yet: never count it)
+                idle = [c for c in live if c.awaits_head()]
                 min(idle, key=lambda c: c.waiting_since, default=self).transport.abort()
 
         def connection_lost(self, exc: Exception | None) -> None:
