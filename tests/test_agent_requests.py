@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,21 +44,35 @@ def _state(agent: Agent, run_id: str) -> str:
     return str(httpx.get(f"{agent.url}/v1/runs/{run_id}", headers=AUTH).json()["state"])
 
 
+@pytest.fixture
+def bystander() -> Iterator[subprocess.Popen[bytes]]:
+    """A process of the test's own whose pid a damaged record names: the agent must never signal it."""
+    proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
 @pytest.mark.parametrize("keeper, status", [
-    ('{"pid": 12345}', '{"state": "running"}'),
+    ('{"pid": PID}', '{"state": "running"}'),
+    ('{"pid": PID, "start": null}', '{"state": "running"}'),
     ('{"pid": "x", "start": "y"}', '{"state": "running"}'),
     ("[1, 2]", '{"state": "queued"}'),
-    ('"a string"', "[]"),
+    ('"a string"', '{"state": "running"}'),
     ("not json {", '{"state": "running", "gpus": 3}'),
-    ('{"pid": 4194303, "start": null}', "null"),  # never a live pid: the test helper kills what a record names
-], ids=["no-start", "wrong-types", "a-list", "a-string", "not-json", "unknown-start"])
-def test_a_damaged_run_record_never_breaks_the_listing(agent: Agent, keeper: str, status: str) -> None:
+    ("{}", "null"),
+    ("{}", "[]"),
+    ("{}", '{"state": 7}'),
+], ids=["no-start", "unknown-start", "wrong-types", "a-list", "a-string", "not-json", "status-null",
+        "status-a-list", "status-a-number"])
+def test_a_damaged_run_record_never_breaks_the_listing(agent: Agent, bystander: subprocess.Popen[bytes],
+                                                       keeper: str, status: str) -> None:
     _start(agent, "healthy", "echo fine\n")
     poll("the healthy run to end", lambda: _state(agent, "healthy") == "exited")
     damaged = agent.root / "state" / "runs" / "damaged"
     (damaged / "config").mkdir(parents=True)
     (damaged / "spec.json").write_text('{"script": "job.sh"}')
-    (damaged / "keeper.json").write_text(keeper)
+    (damaged / "keeper.json").write_text(keeper.replace("PID", str(bystander.pid)))
     (damaged / "status.json").write_text(status)
     try:
         listing = httpx.get(f"{agent.url}/v1/runs", headers=AUTH)
@@ -68,11 +83,12 @@ def test_a_damaged_run_record_never_breaks_the_listing(agent: Agent, keeper: str
         host = httpx.get(f"{agent.url}/v1/host", headers=AUTH)
         assert host.status_code == 200 and host.json()["running"] == 0, host.text
         assert httpx.get(f"{agent.url}/v1/runs/damaged", headers=AUTH).status_code == 200
-        assert httpx.post(f"{agent.url}/v1/runs/damaged/stop", headers=AUTH).status_code == 200  # kills nothing
+        assert httpx.post(f"{agent.url}/v1/runs/damaged/stop", headers=AUTH).status_code == 200
+        assert bystander.poll() is None, "the agent signalled a pid read from a damaged record"
         assert httpx.delete(f"{agent.url}/v1/runs/damaged", headers=AUTH).status_code == 200
         assert httpx.delete(f"{agent.url}/v1/runs/healthy", headers=AUTH).status_code == 200
         assert httpx.get(f"{agent.url}/v1/runs", headers=AUTH).json() == {"runs": []}
-    finally:  # the agent fixture's clean-up reads every keeper.json: leave no damaged one
+    finally:  # the agent fixture's clean-up signals what every keeper.json names: leave no damaged one
         shutil.rmtree(damaged, ignore_errors=True)
 
 
