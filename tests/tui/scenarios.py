@@ -104,6 +104,15 @@ async def _runners(pilot: Pilot[Any]) -> None:
     await settled(pilot)
 
 
+async def _store_lost(pilot: Pilot[Any]) -> None:
+    """The seeded store removed under the open app, noticed by its next look at the store."""
+    database = workbench(pilot.app).ctx.db.path
+    for name in (database.name, database.name + "-wal", database.name + "-shm"):
+        database.with_name(name).unlink(missing_ok=True)
+    pilot.app._watch_store()
+    await settled(pilot)
+
+
 @dataclass
 class Scenario:
     name: str
@@ -129,6 +138,7 @@ SCENARIOS = [
     Scenario("deployments", _deployments),
     Scenario("alias-compare", _alias_compare, size=(140, 44)),
     Scenario("runners", _runners, size=(140, 24)),
+    Scenario("store-lost", _store_lost, size=(100, 16)),
 ]
 
 

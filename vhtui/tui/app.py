@@ -3,10 +3,17 @@
 The app holds no state the store does not have. It notices other processes' commits with SQLite's
 `PRAGMA data_version` (a cheap read, polled twice a second) and tells the active screen, which
 refetches only what it shows; every few seconds it reconciles crashed supervisors in a worker.
+
+A store that can no longer be read (damaged, or removed or replaced under the open connection,
+which would go on reading the old file) puts `StoreLostScreen` in place of every screen, whether
+the poll notices it or a screen's own read fails first. Any other unhandled exception ends the app,
+and `run_tui` raises it once the terminal is restored, so the CLI reports it as it reports any
+command's crash: one line and a non-zero exit, the traceback in a file.
 """
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -14,10 +21,12 @@ from typing import Any, cast
 from textual.app import App
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
+from textual.dom import DOMNode
 from textual import work
+from textual.worker import WorkerFailed
 
 from vhtui.context import Context
-from vhtui.errors import VhtuiError
+from vhtui.errors import StoreError, VhtuiError
 from vhtui.store import projects as project_rows
 from vhtui.tui.messages import StoreChanged
 
@@ -59,11 +68,15 @@ class VhtuiApp(App[None]):
         self.project_root: Path | None = None
         self.watch_interval = watch_interval
         self._data_version: int | None = None
+        self.store_lost: str | None = None  # why the store can no longer be read, once it cannot
+        self.crashed_with: BaseException | None = None
+        self._loop_task: asyncio.Task[Any] | None = None
         if project_root is not None:
             self.project_id = project_rows.ensure(ctx.db, project_root)
             self.project_root = project_root
 
     def on_mount(self) -> None:
+        self._loop_task = asyncio.current_task()  # where the app's own message loop runs
         self.set_keymap(self.keymap)
         self.set_interval(self.watch_interval, self._watch_store)
         self.set_interval(5.0, self._reconcile)
@@ -76,10 +89,63 @@ class VhtuiApp(App[None]):
 
     # -- store ----------------------------------------------------------------------------
     def _watch_store(self) -> None:
-        version = self.ctx.db.data_version()
+        """Tell the screen about other processes' commits, or show that the store is lost."""
+        if self.store_lost is not None:
+            return
+        db = self.ctx.db
+        if db.replaced():
+            change = "replaced by another file" if db.path.exists() else "removed"
+            self.show_store_lost(f"the store at {db.path} was {change} while the workbench was open")
+            return
+        try:
+            version = db.data_version()
+        except StoreError as exc:
+            self.show_store_lost(str(exc))
+            return
         if version != self._data_version:
             self._data_version = version
             self.screen.post_message(StoreChanged())
+
+    def show_store_lost(self, reason: str) -> None:
+        """Replace every screen by the reason (once): they show what the store held."""
+        from vhtui.tui.screens.store_lost import StoreLostScreen
+
+        if self.store_lost is not None:
+            return
+        self.store_lost = reason
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+        self.push_screen(StoreLostScreen(reason))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Without a readable store only quitting and help are left: every other screen reads it."""
+        return self.store_lost is None or action in ("quit", "help")
+
+    async def run_action(self, action: str, default_namespace: DOMNode | None = None) -> bool:
+        """Every key's action runs in the app's own message loop, which an unhandled error would
+        stop for good: a store error of one shows the store-lost screen instead."""
+        try:
+            return await super().run_action(action, default_namespace)
+        except StoreError as exc:
+            self.show_store_lost(str(exc))
+            return True
+
+    def _handle_exception(self, error: Exception) -> None:
+        """Textual's one funnel for exceptions nothing handled (in a handler, a timer, a worker).
+
+        A store error in a screen or a worker becomes the store-lost screen, which also takes
+        away the screen whose handler failed (Textual stops a widget's message loop at its first
+        unhandled error). One in the app's own loop ends the app, as that loop has stopped (the
+        app's handlers catch theirs, `run_action` those of actions). Anything else ends the app
+        as Textual ends it, but the traceback, which Textual prints with local variables, is
+        kept for `run_tui` to raise instead."""
+        cause = error.error if isinstance(error, WorkerFailed) else error
+        if isinstance(cause, StoreError) and asyncio.current_task() is not self._loop_task:
+            self.show_store_lost(str(cause))
+            return
+        self.crashed_with = self.crashed_with or cause  # the first, as Textual reports it
+        super()._handle_exception(error)
+        self._exit_renderables.clear()
 
     def store_changed_here(self) -> None:
         """Our own writes do not move data_version for our connection: announce them."""
@@ -89,6 +155,8 @@ class VhtuiApp(App[None]):
     def _reconcile(self) -> None:
         from vhtui.engine.reconcile import reconcile
 
+        if self.store_lost is not None or self.ctx.db.replaced():
+            return  # a new connection would make a new, empty store where one was removed
         ctx = self.ctx.with_new_connection()
         try:
             if reconcile(ctx):
@@ -201,6 +269,10 @@ def load_keymap(path: Path) -> dict[str, str]:
 
 
 def run_tui(project_root: Path | None) -> int:
+    """The workbench, until it quits; what crashed it is raised here, once the terminal is back."""
     ctx = Context.open()
-    VhtuiApp(ctx, project_root, keymap=load_keymap(ctx.home.keymap_file)).run()
-    return 0
+    app = VhtuiApp(ctx, project_root, keymap=load_keymap(ctx.home.keymap_file))
+    app.run()
+    if app.crashed_with is not None:
+        raise app.crashed_with
+    return app.return_code or 0
