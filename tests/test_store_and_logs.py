@@ -156,6 +156,7 @@ def test_nan_and_infinity_are_stored_as_valid_json_and_sort(tmp_path: Path) -> N
     for descending, order in ((True, ["inf", "two", "one", "-inf"]), (False, ["-inf", "one", "two", "inf"])):
         rows = execution_rows.page(db, project_id, offset=0, limit=10, sort="metric:loss", descending=descending)
         assert [row["title"] for row in rows] == [*order, "none", "nan"]  # no value, nan: last, newest first
+    assert len(execution_rows.page(db, project_id, offset=0, limit=10, sort='metric:a "quoted" key')) == 6
 
 
 def test_json_documents_of_a_run_that_printed_nan_are_valid_json(project: Project) -> None:

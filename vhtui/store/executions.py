@@ -151,7 +151,8 @@ def page(
     where, params = _filter_sql(project_id, status, step, text)
     direction = "DESC" if descending else "ASC"
     if sort.startswith("metric:"):
-        params.append(f'$."{sort[7:]}"')
+        key = sort[7:].replace('"', '\\"')  # a JSON path error unescaped (escaped, SQLite 3.40 finds none)
+        params.append(f'$."{key}"')
         value = f"json_extract(metadata_summary, ?{len(params)})"  # a numbered parameter: used twice
         expression = f"CASE {value} WHEN 'nan' THEN NULL WHEN 'inf' THEN 9e999 WHEN '-inf' THEN -9e999 ELSE {value} END"
     else:
