@@ -7,7 +7,9 @@ through `vhtui deploy` (real processes, the real router on 127.0.0.1), then:
   1. router overhead: the same endpoint called directly and through the router, in alternating
      blocks on keep-alive connections, p50 and p99 of each and the difference;
   2. alias moves: a steady 200 requests a second to an alias while the alias moves between the two
-     versions every half second; every failed request is counted.
+     versions every half second; every failed request is counted;
+  3. big bodies: an upload and a download of 1 GiB (256 MiB with --quick), direct and through the
+     router, the rate of each, and how much the router's peak memory grew (it streams them).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -44,12 +47,29 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def do_GET(self):
+        if self.path.startswith("/big/"):
+            left = int(self.path[5:])
+            self.send_response(200)
+            self.send_header("Content-Length", str(left))
+            self.end_headers()
+            block = b"x" * (1 << 20)
+            while left:
+                self.wfile.write(block[:left])
+                left -= min(left, len(block))
+            return
         body = json.dumps({"version": VERSION}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def do_POST(self):
+        left = int(self.headers["Content-Length"])
+        while left:
+            left -= len(self.rfile.read(min(left, 1 << 16)))
+        self.send_response(204)
+        self.end_headers()
 
     def log_message(self, *args):
         pass
@@ -71,7 +91,8 @@ class Bench:
         (self.root / "valohai.yaml").write_text(VALOHAI_YAML)
         (self.root / "serve.py").write_text(SERVE)
         self.router_port = free_port()
-        self.env = dict(os.environ, VHTUI_HOME=str(root / "home"), VHTUI_ROUTER_PORT=str(self.router_port))
+        self.env = dict(os.environ, VHTUI_HOME=str(root / "home"), VHTUI_ROUTER_PORT=str(self.router_port),
+                        VHTUI_ROUTER_MAX_BODY="2G")
 
     def vhtui(self, *args: str) -> str:
         result = subprocess.run([sys.executable, "-m", "vhtui", *args], cwd=self.root, env=self.env,
@@ -155,6 +176,47 @@ def alias_moves(bench: Bench, seconds: float, rate: int = 200) -> None:
         print(f"  failed: {failure}")
 
 
+def with_router_memory(bench: Bench, run: Any) -> tuple[float, int]:
+    """Seconds `run()` took, and how far the router's resident memory peaked above where it was (/proc)."""
+    pid = httpx.get(f"http://127.0.0.1:{bench.router_port}/_vh/health").json()["pid"]
+    status = Path(f"/proc/{pid}/status")
+
+    def field(name: str) -> int:
+        line = next(line for line in status.read_text().splitlines() if line.startswith(name + ":"))
+        return int(line.split()[1]) * 1024
+
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+    before = field("VmRSS")
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started, field("VmHWM") - before
+
+
+def big_bodies(bench: Bench, size: int) -> None:
+    direct_url = f"http://127.0.0.1:{bench.endpoint_port('v1')}/"
+    routed_url = f"http://127.0.0.1:{bench.router_port}/bench/live/echo/"
+    block = b"x" * (1 << 20)
+
+    def upload(url: str) -> None:
+        body = (block[:min(len(block), size - n)] for n in range(0, size, len(block)))
+        response = httpx.post(url + "upload", content=body, headers={"Content-Length": str(size)}, timeout=600)
+        response.raise_for_status()
+
+    def download(url: str) -> None:
+        with httpx.stream("GET", f"{url}big/{size}", timeout=600) as response:
+            assert sum(len(chunk) for chunk in response.iter_raw()) == size
+
+    mib = size / (1 << 20)
+    print(f"big bodies ({mib:.0f} MiB each way, streamed; MiB/s):")
+    for name, move in (("upload", upload), ("download", download)):
+        started = time.perf_counter()
+        move(direct_url)
+        direct = mib / (time.perf_counter() - started)
+        seconds, grew = with_router_memory(bench, lambda: move(routed_url))  # noqa: B023 (called at once)
+        print(f"  {name:9} direct {direct:6.0f}   via router {mib / seconds:6.0f} (x{mib / seconds / direct:.2f})   "
+              f"router peak memory +{grew / (1 << 20):.0f} MiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer requests, shorter load")
@@ -168,6 +230,7 @@ def main() -> None:
             bench.vhtui("deploy", "alias", "set", "bench", "live", "v1")
             overhead(bench, 1000 if args.quick else 5000)
             alias_moves(bench, 5 if args.quick else 20)
+            big_bodies(bench, (256 if args.quick else 1024) << 20)
         finally:
             bench.vhtui("deploy", "stop", "--all")
 
