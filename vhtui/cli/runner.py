@@ -124,7 +124,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--body-timeout", type=_above_zero,
                    help="seconds a request body may pause (default 60)")
     p.add_argument("--max-connections", type=_whole(1),
-                   help="connections at once; past it the one idle longest is closed (default 512)")
+                   help="connections at once; past it, the one waiting longest for a request is closed (default 512)")
     p.set_defaults(func=cmd_serve)
     p = actions.add_parser("add", help="register a runner agent")
     p.add_argument("name")
