@@ -57,10 +57,10 @@ def _versions(ctx: Any, deployment: dict[str, Any], refs: list[str]) -> list[dic
 
 
 def _url(ctx: Any, deployment: str, ref: str, endpoint: str) -> str:
-    from vhtui.deploy.router import DEFAULT_HOST, default_port, running_router
+    from vhtui.deploy.router import DEFAULT_HOST, default_port, router_url, running_router
 
     state = running_router(ctx) or {"host": DEFAULT_HOST, "port": default_port()}
-    return f"http://{state['host']}:{state['port']}/{deployment}/{ref}/{endpoint}/"
+    return f"{router_url(state)}/{deployment}/{ref}/{endpoint}/"
 
 
 def cmd_version_create(args: argparse.Namespace) -> int:
@@ -75,6 +75,7 @@ def cmd_version_create(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    from vhtui.deploy.router import router_url
     from vhtui.deploy.serving import start_versions
 
     ctx = open_context()
@@ -83,7 +84,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     failed = []
     for item in served:
         name = f"{item.version['name']}/{item.endpoint['name']}"
-        url = f"http://{router['host']}:{router['port']}/{args.deployment}/{name}/"
+        url = f"{router_url(router)}/{args.deployment}/{name}/"
         print(f"{name}  {item.endpoint['status']}  " + (url if item.running else item.endpoint["reason"] or ""))
         if not item.running:
             failed.append(f"{name} {item.endpoint['status']}"
