@@ -59,6 +59,7 @@ from typing import Any
 from runners import RunnerError, RunSpec, get_runner
 from runners.frames import HEADER, KEEPALIVE, frame
 from runners.archive import BadArchive, Caps, ChunkReader, contained_entries, extract, pack
+from runners.masking import SecretMask
 from runners.hostinfo import host_info, visible_gpus
 from runners.processes import is_running, start_time
 from runners.slots import try_acquire
@@ -167,25 +168,6 @@ def _is_process_record(doc: dict[str, Any]) -> bool:
 
 
 # -- the keeper: a detached process per run ---------------------------------------------------------
-class SecretMask:
-    """Replaces secret values in output; keeps back a tail that could be the start of one."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        self.secrets = sorted({s.encode() for s in secrets if len(s) >= 3}, key=len, reverse=True)
-        self.keep = max((len(s) for s in self.secrets), default=1) - 1
-        self.tail = {"stdout": b"", "stderr": b""}
-
-    def feed(self, stream: str, data: bytes, final: bool = False) -> bytes:
-        if not self.secrets:
-            return data
-        data = self.tail[stream] + data
-        for secret in self.secrets:
-            data = data.replace(secret, b"****")
-        cut = len(data) if final or data.endswith(b"\n") else max(0, len(data) - self.keep)
-        self.tail[stream] = data[cut:]
-        return data[:cut]
-
-
 def keep(run_dir: Path) -> int:
     """Own one run: wait for a slot, run it, append its output as frames, record how it ended."""
     folder = RunFolder(run_dir.parent, run_dir.name)

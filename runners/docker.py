@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import queue
+import re
 import socket
 import threading
 import time
@@ -34,6 +35,10 @@ from runners.processes import is_running, start_time
 
 CONTAINER_DIRS = {"repository": "/valohai/repository", "inputs": "/valohai/inputs",
                   "outputs": "/valohai/outputs", "config": "/valohai/config"}
+# Docker's reference grammar, in short: [host[:port]/]path[:tag][@digest], path parts in lower case
+IMAGE_NAME = re.compile(r"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+                        r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+                        r"(?:@sha256:[a-f0-9]{64})?")
 RUN_LABEL = "vhtui.run"
 OWNER_LABEL = "vhtui.owner"  # "pid:start time" of the process that started the container
 DRAIN_S = 2.0  # after the container exits, how long the stream may stay silent before it is closed
@@ -100,6 +105,9 @@ class DockerRunner:
         if not image:
             raise RunnerError("this step names no image, which the docker runner needs "
                               "(add one to the step, or use --image)")
+        if not IMAGE_NAME.fullmatch(image):
+            raise RunnerError(f"{image[:200]!r} is not a valid image name (like python:3.11 or "
+                              "registry.example.com/team/image:tag)")
         ping_engine()
         check_host_gpus(self.gpus, gpus)
 

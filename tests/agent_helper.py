@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from runners.processes import is_running
+
 TOKEN = "test-token-0123456789abcdef"
 
 
@@ -77,6 +79,8 @@ class Agent:
         runs = self.root / "state" / "runs"
         for keeper in runs.glob("*/keeper.json") if runs.exists() else []:
             try:
-                os.killpg(json.loads(keeper.read_text())["pid"], signal.SIGKILL)
-            except (ProcessLookupError, PermissionError, KeyError, ValueError):
+                record = json.loads(keeper.read_text())
+                if is_running(record["pid"], record["start"]) and record["start"] is not None:
+                    os.killpg(record["pid"], signal.SIGKILL)  # only the keeper it names, never a reused pid
+            except (ProcessLookupError, PermissionError, KeyError, ValueError, TypeError):
                 pass

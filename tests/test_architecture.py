@@ -149,7 +149,7 @@ ALLOWED = {
     "tui": {"store", "data", "supervision", "engine", "deploy", "tui", "runners"},
     "cli": {"store", "data", "supervision", "engine", "deploy", "tui", "cli", "runners"},
 }
-SHARED = {"errors", "home", "settings", "context", "project", "progress", "vhtui"}
+SHARED = {"errors", "home", "settings", "context", "project", "progress", "textfiles", "lazy_jsonschema", "vhtui"}
 
 
 @pytest.mark.parametrize("layer", sorted(ALLOWED))

@@ -34,3 +34,8 @@ def did_you_mean(given: str, known: list[str]) -> str:
 
     close = difflib.get_close_matches(given, known, n=1, cutoff=0.6)
     return f"; did you mean {close[0]}?" if close else ""
+
+
+def quoted(text: str, limit: int = 60) -> str:
+    """A user's text as a message shows it: quoted, and cut short when it is long."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")

@@ -11,6 +11,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from vhtui.errors import VhtuiError
+
 
 @dataclass(frozen=True)
 class Home:
@@ -19,8 +21,14 @@ class Home:
     def ensure(self) -> Home:
         """Create the home, private to its user (0700): it holds every parameter, log and output.
         A home that others can read is made private, once, with a note."""
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        mode = self.root.stat().st_mode & 0o777
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            mode = self.root.stat().st_mode & 0o777
+            if not self.root.is_dir():
+                raise NotADirectoryError(20, "not a folder")
+        except OSError as exc:
+            raise VhtuiError(f"cannot keep vhtui's state in {self.root} ({exc.strerror}): point VHTUI_HOME at a "
+                             "folder you can write") from None
         if mode & 0o077:
             os.chmod(self.root, 0o700)
             print(f"vhtui: note: made {self.root} private to you (it was {mode:o}): it holds parameters, logs "

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-import yaml as pyyaml
 
 from vhtui import lazy_jsonschema
 from vhtui.errors import NotFound, VhtuiError, did_you_mean
+from vhtui.textfiles import check_yaml, load_yaml, read_text
 
 if TYPE_CHECKING:
     from valohai_yaml.objs import Config, Step
@@ -47,15 +47,14 @@ def _schema_validator() -> Any:
     return Draft202012Validator(get_json_schema())
 
 
-def parse_config(text: str) -> Config:
+def parse_config(text: str, where: str = CONFIG_NAME) -> Config:
     """valohai_yaml.parse; a text that passed schema validation before is not validated again (nor
     is jsonschema imported for it)."""
     lazy_jsonschema.install()
     from valohai_yaml import ValidationErrors, __version__
     from valohai_yaml.objs import Config
-    from valohai_yaml.utils import read_yaml
 
-    data = read_yaml(text)
+    data = load_yaml(text, where)
     if data is None:
         return Config()
     verdict = _verdict_path(f"{__version__}\0{text}")
@@ -86,19 +85,11 @@ def load_config(path: Path) -> Config:
     lazy_jsonschema.install()
     from valohai_yaml import ValidationErrors
 
+    text = read_text(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise VhtuiError(f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise VhtuiError(f"{path} is not UTF-8 text") from None
-    try:
-        return parse_config(text)
-    except pyyaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise VhtuiError(f"{path}: YAML syntax error{where}: {problem}") from None
+        return parse_config(text, str(path))
+    except VhtuiError:
+        raise
     except ValidationErrors as exc:
         first = next(iter(exc.errors), None)
         detail = f"{first.message} (at {'.'.join(str(p) for p in first.path)})" if first is not None else str(exc)
@@ -136,12 +127,13 @@ def lint_files(paths: list[str], strict_warnings: bool, out: TextIO, ansi_colors
     errors = warnings = 0
     for path in paths:
         try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            out.write(f">>> {path}\nerror: cannot read file: {exc.strerror}\n{'-' * 60}\n")
+            text = read_text(Path(path))
+            check_yaml(text, path)  # before valohai-yaml's own reading, which has no such guards
+        except VhtuiError as exc:
+            out.write(f">>> {path}\nerror: {exc}\n{'-' * 60}\n")
             errors += 1
             continue
-        result = lint(io.BytesIO(data), ansi_colors=ansi_colors)
+        result = lint(io.BytesIO(text.encode()), ansi_colors=ansi_colors)
         if result.messages:
             out.write(f">>> {path}\n")
         for item in result.messages:

@@ -4,6 +4,7 @@
     gpus = "auto"             # "auto" (NVML), a count, or a list of GPU indices
     default_runner = "local"
     stop_grace = 10           # seconds between SIGTERM and SIGKILL
+    secret_patterns = ["*TOKEN*", "*SECRET*", "*PASSWORD*", "*KEY*"]  # variables kept secret
     [environments]            # a step's `environment` -> the runner that serves it
     "aws-eu-west-1-p3" = "docker"
 """
@@ -14,10 +15,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from vhtui.errors import VhtuiError
+from vhtui.errors import VhtuiError, did_you_mean
+from vhtui.home import Home
+from vhtui.textfiles import read_text
 
 DEFAULT_SECRET_PATTERNS = ("*TOKEN*", "*SECRET*", "*PASSWORD*", "*KEY*")  # names of variables kept secret
-from vhtui.home import Home
 
 
 @dataclass
@@ -31,30 +33,59 @@ class Settings:
 
 
 def load_settings(home: Home) -> Settings:
+    """The settings file, then the environment; a wrong value is one line naming the file (or the
+    variable), the key and what it should be."""
     settings = Settings()
     path = home.config_file
-    if path.is_file():
+    if path.exists():
         import tomllib
 
         try:
-            data = tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, OSError) as exc:
+            data = tomllib.loads(read_text(path))
+        except tomllib.TOMLDecodeError as exc:
             raise VhtuiError(f"{path} is not valid TOML: {exc}") from None
         for key, value in data.items():
-            if hasattr(settings, key):
-                setattr(settings, key, value)
-    env = os.environ
-    try:
-        if env.get("VHTUI_MAX_PARALLEL"):
-            settings.max_parallel = int(env["VHTUI_MAX_PARALLEL"])
-        if env.get("VHTUI_STOP_GRACE"):
-            settings.stop_grace = float(env["VHTUI_STOP_GRACE"])
-    except ValueError as exc:
-        raise VhtuiError(f"bad VHTUI_* setting: {exc}") from None
-    if env.get("VHTUI_GPUS"):
-        settings.gpus = env["VHTUI_GPUS"]
-    if env.get("VHTUI_DEFAULT_RUNNER"):
-        settings.default_runner = env["VHTUI_DEFAULT_RUNNER"]
-    if settings.max_parallel < 1:
-        raise VhtuiError("max_parallel must be at least 1")
+            if key not in CHECKS:
+                raise VhtuiError(f"{path}: unknown setting {key!r}{did_you_mean(key, list(CHECKS))} "
+                                 f"(settings: {', '.join(CHECKS)})")
+            setattr(settings, key, _checked(f"{path}: {key}", key, value))
+    for key, variable in ENVIRONMENT.items():
+        if os.environ.get(variable):
+            text = os.environ[variable]
+            value: Any = text
+            if key in ("max_parallel", "stop_grace"):
+                try:
+                    value = (int if key == "max_parallel" else float)(text)
+                except ValueError:
+                    raise VhtuiError(f"{variable} must be {_EXPECTED[key]}, not {text!r}") from None
+            setattr(settings, key, _checked(variable, key, value))
     return settings
+
+
+ENVIRONMENT = {"max_parallel": "VHTUI_MAX_PARALLEL", "stop_grace": "VHTUI_STOP_GRACE", "gpus": "VHTUI_GPUS",
+               "default_runner": "VHTUI_DEFAULT_RUNNER"}
+_EXPECTED = {"max_parallel": "a whole number of 1 or more", "stop_grace": "a number of seconds, 0 or more",
+             "gpus": '"auto", a count, or a list of GPU indices', "default_runner": "a runner's name",
+             "environments": "a table of environment names to runner names",
+             "secret_patterns": "a list of name patterns like \"*TOKEN*\""}
+
+
+def _is_text_table(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+CHECKS = {
+    "max_parallel": lambda v: type(v) is int and v >= 1,
+    "gpus": lambda v: (isinstance(v, str) and bool(v.strip())) or (type(v) is int and v >= 0)
+    or (isinstance(v, list) and all(type(i) is int and i >= 0 for i in v)),
+    "default_runner": lambda v: isinstance(v, str) and bool(v),
+    "stop_grace": lambda v: type(v) in (int, float) and v >= 0 and v == v and v != float("inf"),
+    "environments": _is_text_table,
+    "secret_patterns": lambda v: isinstance(v, list) and all(isinstance(p, str) and p for p in v),
+}
+
+
+def _checked(where: str, key: str, value: Any) -> Any:
+    if not CHECKS[key](value):
+        raise VhtuiError(f"{where} must be {_EXPECTED[key]}, not {value!r}")
+    return value

@@ -39,9 +39,10 @@ def execution_by_ref(ctx: Context, ref: str) -> dict[str, Any]:
     from vhtui.store import executions as execution_rows
 
     text = ref.lstrip("#")
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise VhtuiError(f"{ref!r} is not an execution number (like 3 or #3)")
-    execution = execution_rows.get_by_counter(ctx.db, project_id(ctx), int(text))
+    number = int(text)
+    execution = execution_rows.get_by_counter(ctx.db, project_id(ctx), number) if number < 2 ** 63 else None
     if execution is None:
         raise NotFound(f"no execution #{text} in this project")
     return execution
@@ -74,8 +75,17 @@ def print_log(ctx: Context, execution: dict[str, Any], stream: str | None = None
         time.sleep(0.2)
 
 
+def count_option(text: str) -> int:
+    """An argparse type: a whole number from 0 to a billion."""
+    import argparse
+
+    if not (text.isascii() and text.isdigit()) or int(text) > 10 ** 9:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 1000000000, not {text!r}")
+    return int(text)
+
+
 def print_json(value: Any) -> None:
-    json.dump(value, sys.stdout, indent=2, default=str)
+    json.dump(value, sys.stdout, indent=2, default=str, allow_nan=False)  # strict JSON, whatever is stored
     sys.stdout.write("\n")
 
 

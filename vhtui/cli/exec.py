@@ -10,8 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from vhtui.cli.common import (STATUS_SYMBOLS, execution_by_ref, open_context, print_json, print_log, print_table,
-                              project_id, short)
+from vhtui.cli.common import (STATUS_SYMBOLS, count_option, execution_by_ref, open_context, print_json, print_log,
+                              print_table, project_id, short)
 from vhtui.engine.documents import datum_document, duration, execution_document, iso
 from vhtui.errors import VhtuiError
 
@@ -149,7 +149,7 @@ def add_parser(sub: Any) -> None:
     p = actions.add_parser("list", help="executions of this project, newest first")
     p.add_argument("--status")
     p.add_argument("--step")
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=count_option, help="at most this many, newest first")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
     p = actions.add_parser("info", help="everything recorded about one execution")

@@ -123,15 +123,20 @@ class BlobStore:
     def export(self, sha256: str, dst: Path, size: int | None = None) -> None:
         """Write a stored blob to `dst` as an ordinary, writable file of the user's."""
         source = self.verified_path(sha256, size)
-        dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".{dst.name}.vhtui-part")
         try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
             reflink_or_copy(source, tmp)
             os.chmod(tmp, 0o644)
             os.replace(tmp, dst)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise VhtuiError(_storage_error(dst, exc)) from None
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass  # it was never made
+            if exc.errno == errno.ENOSPC:
+                raise VhtuiError(f"no space left on the device while writing {dst}") from None
+            raise VhtuiError(f"cannot write {dst}: {exc.strerror}") from None
 
 
 def _storage_error(path: Path, exc: OSError) -> str:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from vhtui.data.blobs import BlobStore, CorruptedBlob
-from vhtui.errors import NotFound, VhtuiError
+from vhtui.errors import NotFound, VhtuiError, quoted
 from vhtui.home import Home
 from vhtui.store import Database
 from vhtui.store import datums as datum_rows
 
 DATUM_SCHEME = "datum://"
+ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 DATASET_SCHEME = "dataset://"
 
 
@@ -70,6 +72,8 @@ class DatumStore:
         return [datum_rows.get(self.db, i) for i in ids]  # type: ignore[misc]
 
     def export(self, datum: dict[str, Any], directory: Path) -> Path:
+        if directory.exists() and not directory.is_dir():
+            raise VhtuiError(f"{directory} is not a folder: give a folder to write the datum into")
         target = directory / datum["name"]
         if not target.resolve().is_relative_to(directory.resolve()):
             raise VhtuiError(f"datum {datum['id']} has an unsafe name {datum['name']!r}")
@@ -96,8 +100,8 @@ class DatumStore:
             self.blobs.path(datum["sha256"]).unlink(missing_ok=True)
 
     def set_alias(self, project_id: int, alias: str, ref: str) -> dict[str, Any]:
-        if not alias or "/" in alias or alias.startswith(DATUM_SCHEME):
-            raise VhtuiError(f"invalid alias name {alias!r}")
+        if not ALIAS.fullmatch(alias):
+            raise VhtuiError(f"invalid alias name {quoted(alias)}: use up to 128 letters, digits, '.', '_' and '-'")
         datum = self.resolve(ref, project_id)
         datum_rows.set_alias(self.db, project_id, alias, datum["id"])
         return datum

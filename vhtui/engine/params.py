@@ -12,9 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from vhtui.errors import VhtuiError
+from vhtui.textfiles import load_yaml, read_text
 
 
 def option_name(name: str) -> str:
@@ -29,15 +28,14 @@ def option_aliases(name: str) -> list[str]:
 
 def read_parameter_file(path: str) -> dict[str, Any]:
     """Values from a JSON or YAML mapping of parameter names to values."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise VhtuiError(f"cannot read parameter file {path}: {exc.strerror}") from None
-    try:
-        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise VhtuiError(f"parameter file {path} is not valid {'JSON' if path.endswith('.json') else 'YAML'}: "
-                         f"{str(exc).splitlines()[0]}") from None
+    text = read_text(Path(path), "parameter file")
+    if path.endswith(".json"):
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise VhtuiError(f"parameter file {path} is not valid JSON: {str(exc).splitlines()[0]}") from None
+    else:
+        data = load_yaml(text, f"parameter file {path}")
     if not isinstance(data, dict):
         raise VhtuiError(f"parameter file {path} must hold a mapping of parameter names to values")
     return data

@@ -20,19 +20,28 @@ from runners import Runner, RunnerError, get_runner
 from vhtui.context import Context
 from vhtui.errors import NotFound, VhtuiError
 from vhtui.store import executions as execution_rows
+from vhtui.textfiles import read_text
 
 BUILT_IN = ("local", "docker")  # always there; a registered runner may not take these names
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 def registered(ctx: Context) -> dict[str, dict[str, Any]]:
+    """The registrations, checked for the shape `runner add` writes: a wrong one is one line."""
     path = ctx.home.runners_file
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.exists():
         return {}
+    try:
+        runners = json.loads(read_text(path))
     except ValueError as exc:
         raise VhtuiError(f"{path} is not valid JSON ({exc}): fix or remove it") from None
+    if not isinstance(runners, dict):
+        raise VhtuiError(f"{path} must map runner names to their registrations (url, token_file): fix or remove it")
+    for name, entry in runners.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("url"), str) \
+                or not isinstance(entry.get("token_file"), str):
+            raise VhtuiError(f"{path}: runner {name!r} needs a url and a token_file (see `vhtui runner add`)")
+    return runners
 
 
 def _save(ctx: Context, runners: dict[str, dict[str, Any]]) -> None:
@@ -92,12 +101,10 @@ def open_runner(ctx: Context, name: str) -> Runner:
     entry = registered(ctx).get(name)
     if entry is None:
         raise NotFound(f"unknown runner {name!r} (available: {', '.join(names(ctx))})")
-    verify: Any = True
-    if entry.get("ca_file"):
-        import ssl
+    from runners.remote import trust_store
 
-        verify = ssl.create_default_context(cafile=entry["ca_file"])
     try:
+        verify: Any = trust_store(entry["ca_file"]) if entry.get("ca_file") else True
         return get_runner("remote", url=entry["url"], token=read_token(entry["token_file"]), name=name,
                           verify=verify)
     except RunnerError as exc:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from vhtui.errors import StoreError, VhtuiError
+from vhtui.errors import StoreError, VhtuiError, quoted
 from vhtui.store.schema import MIGRATIONS
 
 BUSY_TIMEOUT_S = float(os.environ.get("VHTUI_BUSY_TIMEOUT") or 60.0)  # how long a writer waits for the lock
@@ -44,6 +44,12 @@ def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
         return StoreError(f"the store at {path} was removed or replaced while in use; run the command again",
                           "replaced")
     return StoreError(f"the store at {path} failed: {text}")
+
+
+def not_utf8(exc: UnicodeEncodeError) -> VhtuiError:
+    """A value given on a command line in another encoding (bytes that are not UTF-8) cannot be stored."""
+    text = exc.object if isinstance(exc.object, str) else str(exc.object)
+    return VhtuiError(f"{quoted(text.encode('utf-8', 'backslashreplace').decode())} is not valid UTF-8 text")
 
 
 class Database:
@@ -94,6 +100,8 @@ class Database:
                     pass  # a full disk can refuse even that; SQLite rolls back by itself then
             if isinstance(exc, sqlite3.Error):
                 raise store_error(self.path, exc) from None
+            if isinstance(exc, UnicodeEncodeError):
+                raise not_utf8(exc) from None
             raise
         else:
             try:
@@ -108,12 +116,16 @@ class Database:
             return self.conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise store_error(self.path, exc) from None
+        except UnicodeEncodeError as exc:
+            raise not_utf8(exc) from None
 
     def query_one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
         try:
             return self.conn.execute(sql, params).fetchone()
         except sqlite3.Error as exc:
             raise store_error(self.path, exc) from None
+        except UnicodeEncodeError as exc:
+            raise not_utf8(exc) from None
 
     def data_version(self) -> int:
         """A number that changes whenever another connection commits: a cheap "did anything change?"."""

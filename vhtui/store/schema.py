@@ -197,4 +197,10 @@ MIGRATIONS: list[str] = [
         WHERE server_pgid IS NOT NULL;
     ALTER TABLE deployment_endpoints DROP COLUMN server_pgid;
     """,
+    # 4: summaries written before NaN and infinity were stored as "nan", "inf" and "-inf" become valid JSON
+    """
+    UPDATE executions SET metadata_summary =
+        replace(replace(replace(metadata_summary, '-Infinity', '"-inf"'), 'Infinity', '"inf"'), 'NaN', '"nan"')
+        WHERE json_valid(metadata_summary) = 0;
+    """,
 ]

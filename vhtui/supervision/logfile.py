@@ -129,6 +129,8 @@ class LogReader:
         """Read stream switches recorded since the last look (stream_at answers from them)."""
         try:
             with open(streams_path(self.path), "rb") as f:
+                if os.fstat(f.fileno()).st_size < self._records_read * _RECORD.size:
+                    self._offsets, self._streams, self._records_read = [], [], 0  # cut back: read anew
                 f.seek(self._records_read * _RECORD.size)
                 data = f.read()
         except FileNotFoundError:

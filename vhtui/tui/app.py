@@ -26,8 +26,9 @@ from textual import work
 from textual.worker import WorkerFailed
 
 from vhtui.context import Context
-from vhtui.errors import StoreError, VhtuiError
+from vhtui.errors import StoreError, VhtuiError, did_you_mean
 from vhtui.store import projects as project_rows
+from vhtui.textfiles import read_text
 from vhtui.tui.messages import StoreChanged
 
 
@@ -256,16 +257,41 @@ class VhtuiApp(App[None]):
 
 
 def load_keymap(path: Path) -> dict[str, str]:
-    """`binding-id = "keys"` lines, so any key can be remapped (ids are listed by `?`)."""
-    if not path.is_file():
+    """`binding-id = "keys"` lines, so any key can be remapped (ids are listed by `?`); an id that
+    names no binding, or keys that are not text, is one line (Textual would ignore it silently)."""
+    if not path.exists():
         return {}
     import tomllib
 
     try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, OSError) as exc:
+        data = tomllib.loads(read_text(path))
+    except tomllib.TOMLDecodeError as exc:
         raise VhtuiError(f"{path} is not valid TOML: {exc}") from None
-    return {str(k): str(v) for k, v in data.items()}
+    known = binding_ids()
+    for binding_id, keys in data.items():
+        if binding_id not in known:
+            raise VhtuiError(f"{path}: {binding_id!r}: no binding with that id{did_you_mean(binding_id, sorted(known))}"
+                             " (`?` lists each screen's ids)")
+        if not isinstance(keys, str) or not keys.strip():
+            raise VhtuiError(f"{path}: {binding_id!r} must name keys as text, like \"ctrl+x\"")
+    return dict(data)
+
+
+def binding_ids() -> set[str]:
+    """Every binding id of the app, its screens and its widgets."""
+    import importlib
+    import pkgutil
+
+    from vhtui.tui import screens, widgets
+
+    found = {b.id for b in VhtuiApp.BINDINGS if isinstance(b, Binding) and b.id}
+    for package in (screens, widgets):
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            for value in vars(module).values():
+                if isinstance(value, type) and value.__module__ == module.__name__:
+                    found |= {b.id for b in getattr(value, "BINDINGS", []) if isinstance(b, Binding) and b.id}
+    return found
 
 
 def run_tui(project_root: Path | None) -> int:
