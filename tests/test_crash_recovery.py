@@ -184,3 +184,18 @@ def test_an_unexpected_failure_is_one_line_and_a_report(project: Project) -> Non
     assert line.startswith("vhtui: internal error: ZeroDivisionError: division by zero (the traceback is in ")
     report = Path(line.rsplit(" ", 1)[-1].rstrip(")"))
     assert report.parent == project.home / "crash-reports" and "Traceback" in report.read_text()
+
+
+def test_a_store_held_by_another_process_is_ridden_out(steps: Project) -> None:
+    """Another process holds the store's write lock for longer than a writer waits (1 s here, 60 s
+    by default): the supervisor keeps the run and its events, and writes them once it can."""
+    counter = steps.run("chatty", "--env", "current", VHTUI_BUSY_TIMEOUT="1")
+    poll("events to arrive", lambda: steps.info(counter)["metadata_count"] > 20)
+    with sqlite3.connect(steps.home / "vhtui.sqlite3", timeout=30, isolation_level=None) as holder:
+        holder.execute("BEGIN IMMEDIATE")
+        log = steps.home / "executions" / str(row(steps, counter)["id"]) / "supervisor.log"
+        poll("the supervisor to meet the held lock", lambda: "trying again" in log.read_text(), timeout=30)
+        holder.execute("ROLLBACK")
+    doc = steps.wait(counter, timeout=90)
+    assert doc["status"] == "complete", doc
+    assert doc["metadata_count"] == 300 and doc["metadata"] == {"i": 299}

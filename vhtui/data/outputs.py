@@ -24,6 +24,7 @@ from typing import Any
 
 from vhtui.data.blobs import sha256_of
 from vhtui.data.datums import DATASET_SCHEME, DatumStore
+from vhtui.errors import StoreError
 from vhtui.store import datums as datum_rows
 
 SIDECAR_SUFFIX = ".metadata.json"
@@ -109,6 +110,11 @@ class OutputCollector:
                 path, name=rel, project_id=self.project_id, kind="output",
                 producer_execution_id=self.execution_id, tags=tags, properties=properties, sha256=sha256, take=ended,
             )
+        except StoreError as exc:
+            if exc.kind == "busy":
+                raise  # not a failure of this output: the caller tries again
+            self.errors.append(str(exc))
+            return None
         except Exception as exc:  # a full disk must not stop the other outputs from being stored
             self.errors.append(str(exc))
             return None

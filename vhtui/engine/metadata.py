@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import queue
 import re
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from vhtui.supervision.logfile import Region, parse_json_object
 from vhtui.store import metadata as metadata_rows
 from vhtui.store.db import dumps
 from vhtui.store.metadata import Block, json_safe
+from vhtui.errors import StoreError
 from vhtui.store import open_database
 
 _JSON_LINE = re.compile(rb"^[ \t]*(\{.*\})[ \t\r]*$", re.M)
@@ -90,9 +93,16 @@ class MetadataSink:
 
     def _write_batches(self) -> None:
         while (batch := self.batches.get()) is not None:
-            if self.error is None:
+            while self.error is None:
                 try:
                     metadata_rows.append_blocks(self.db, self.execution_id, *batch)
                     self.committed_seq = batch[2]
+                    break
+                except StoreError as exc:
+                    if exc.kind != "busy":
+                        self.error = exc
+                    else:  # another process holds the store: wait, the events are kept meanwhile
+                        print(f"vhtui: {exc}; trying again", file=sys.stderr, flush=True)
+                        time.sleep(1.0)
                 except BaseException as exc:  # noqa: BLE001 (reported by close())
                     self.error = exc

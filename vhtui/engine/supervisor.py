@@ -250,7 +250,11 @@ class Supervisor:
                     elif no_output and now - last_output > no_output:
                         stopping = self._begin_stop(runner, handle, "error", f"no output for {no_output:g}s")
                 if now - last_live >= LIVE_OUTPUTS_S:
-                    self.collector.collect_live()
+                    try:
+                        self.collector.collect_live()
+                    except StoreError as exc:
+                        if exc.kind != "busy":
+                            raise
                     last_live = now
         finally:
             for stream in ("stdout", "stderr"):
@@ -281,7 +285,7 @@ class Supervisor:
     def _collect(self, tags: list[str] | None = None) -> None:
         """Store every output, whatever the outcome (as Valohai does); what was left out is said at
         the end of the log."""
-        self.collector.collect_all(tags=tags)
+        ride_out_busy(lambda: self.collector.collect_all(tags=tags))
         if self.collector.skipped:
             log = LogWriter(self.ctx.home.log_path(self.id))
             for rel, why in sorted(self.collector.skipped.items()):
