@@ -13,21 +13,13 @@ from typing import Any
 from vhtui.cli.common import open_context, print_json, print_table, project_id
 from vhtui.errors import VhtuiError
 
-MAX_NAME = 128  # a name is one segment of every URL the router serves
-
-
 def _name(kind: str) -> Callable[[str], str]:
     """A deployment, version or alias name as argparse reads it, checked before the store is opened:
     bytes that are not UTF-8, a newline or a name of 100k characters are one line, not a traceback."""
     def parse(text: str) -> str:
         from vhtui.deploy.versions import check_name
 
-        if len(text) > MAX_NAME:
-            raise VhtuiError(f"invalid {kind} name of {len(text)} characters: at most {MAX_NAME}")
-        check_name(kind, text)
-        if not text.isprintable():  # what check_name's pattern lets through: a newline at the end
-            raise VhtuiError(f"invalid {kind} name {text!r}: not one line of printable text")
-        return text
+        return check_name(kind, text)
     return parse
 
 

@@ -16,17 +16,18 @@ from runners.pyenv import ENV_MODES
 from vhtui.context import Context
 from vhtui.data.datums import DatumStore
 from vhtui.supervision import code
-from vhtui.errors import NotFound, VhtuiError
+from vhtui.errors import NotFound, VhtuiError, quoted
 from vhtui.project import load_project
 from vhtui.store import deployments as deployment_rows
 from vhtui.store import projects as project_rows
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # safe as one segment of a URL path
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # safe as one segment of a URL path
 
 
 def check_name(kind: str, name: str) -> str:
-    if not NAME.match(name) or name.startswith("_"):
-        raise VhtuiError(f"invalid {kind} name {name!r}: use letters, digits, '.', '_' and '-'")
+    """A deployment, version or alias name: one segment of every URL the router serves."""
+    if not NAME.fullmatch(name):
+        raise VhtuiError(f"invalid {kind} name {quoted(name)}: use up to 128 letters, digits, '.', '_' and '-'")
     return name
 
 
