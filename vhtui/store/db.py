@@ -112,16 +112,15 @@ class Database:
                 raise store_error(self.path, exc) from None
 
     def query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
-        try:
-            return self.conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise store_error(self.path, exc) from None
-        except UnicodeEncodeError as exc:
-            raise not_utf8(exc) from None
+        return self._read(sql, params, all_rows=True)  # type: ignore[no-any-return]
 
     def query_one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
+        return self._read(sql, params, all_rows=False)  # type: ignore[no-any-return]
+
+    def _read(self, sql: str, params: Any, all_rows: bool) -> Any:
         try:
-            return self.conn.execute(sql, params).fetchone()
+            cursor = self.conn.execute(sql, params)
+            return cursor.fetchall() if all_rows else cursor.fetchone()
         except sqlite3.Error as exc:
             raise store_error(self.path, exc) from None
         except UnicodeEncodeError as exc:
