@@ -32,6 +32,10 @@ from typing import Any, Literal, Protocol
 
 Stream = Literal["stdout", "stderr"]
 
+# where Valohai shows a run its folders; so do Docker and a sandboxed local run (runners.sandbox)
+VALOHAI_FOLDERS = {"repository": "/valohai/repository", "inputs": "/valohai/inputs",
+                   "outputs": "/valohai/outputs", "config": "/valohai/config"}
+
 
 @dataclass
 class RunSpec:
@@ -79,13 +83,18 @@ class RunLost(RunnerError):
     """The run is gone (its container removed, its agent forgot it): it will never report an exit."""
 
 
+# Valohai runs a step's commands with bash (`source`, arrays, `[[`); an image without it gets sh
+_BASH_OR_SH = 'command -v bash >/dev/null 2>&1 && exec bash "$0"; exec sh "$0"'
+
+
 def script_argv(script: Path, seen_as: str) -> list[str]:
-    """How to run the job script, which the command sees at `seen_as`: by its own shebang, or sh."""
+    """How to run the job script, which the command sees at `seen_as`: by its own shebang, else
+    with bash where the host (or the image) has it, else sh. The same rule on every runner."""
     with open(script, "rb") as f:
         if f.read(2) == b"#!":
             script.chmod(0o755)
             return [seen_as]
-    return ["/bin/sh", seen_as]
+    return ["/bin/sh", "-c", _BASH_OR_SH, seen_as]
 
 
 ChunkQueue = queue.Queue  # of OutputChunk, a BaseException the reader hit, or None at the end

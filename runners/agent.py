@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runners import RunnerError, RunSpec, get_runner
+from runners import VALOHAI_FOLDERS, RunnerError, RunSpec, get_runner, sandbox
 from runners.frames import HEADER, KEEPALIVE, frame
 from runners.archive import BadArchive, Caps, ChunkReader, contained_entries, extract, pack
 from runners.masking import SecretMask
@@ -193,7 +193,8 @@ def keep(run_dir: Path) -> int:
             if stop.wait(0.2):
                 return finish(None, "stopped while queued")
     try:
-        runner = get_runner(config["backend"], envs_dir=Path(config["state_dir"]) / "envs")
+        runner = get_runner(config["backend"], envs_dir=Path(config["state_dir"]) / "envs",
+                            hidden=[Path(config["state_dir"])])  # its token and the other runs' files
         env = dict(request["env"])
         secrets = request.get("secret_env", {})
         env.update(secrets)
@@ -406,10 +407,10 @@ def create_app(config: AgentConfig) -> Any:
         return _json(info)
 
     async def layout(request: Request) -> Any:
-        if config.backend == "docker":
-            from runners.docker import CONTAINER_DIRS
-
-            return _json({"backend": "docker", "folders": CONTAINER_DIRS})
+        """Fixed folders where the command sees Valohai's (Docker, or a sandboxed local run);
+        otherwise each run's own folder under runs_dir."""
+        if config.backend == "docker" or await asyncio.to_thread(sandbox.unavailable) is None:
+            return _json({"backend": config.backend, "folders": VALOHAI_FOLDERS})
         return _json({"backend": config.backend, "runs_dir": str(config.runs_dir.resolve())})
 
     async def list_runs(request: Request) -> Any:

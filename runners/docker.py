@@ -28,13 +28,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from runners import OutputChunk, RunHandle, RunLost, RunnerError, RunSpec, frames, register, relay, script_argv
+from runners import (
+    VALOHAI_FOLDERS, OutputChunk, RunHandle, RunLost, RunnerError, RunSpec, frames, register, relay, script_argv,
+)
 from runners.docker_engine import Engine, EngineError
 from runners.hostinfo import check_host_gpus, host_info
 from runners.processes import is_running, start_time
 
-CONTAINER_DIRS = {"repository": "/valohai/repository", "inputs": "/valohai/inputs",
-                  "outputs": "/valohai/outputs", "config": "/valohai/config"}
 # Docker's reference grammar, in short: [host[:port]/]path[:tag][@digest], path parts in lower case
 IMAGE_NAME = re.compile(r"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
                         r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
@@ -133,7 +133,7 @@ class DockerRunner:
                 "config": spec.config_dir}
         host: dict[str, Any] = {
             "NetworkMode": self.network, "Init": True,
-            "Mounts": [{"Type": "bind", "Source": str(Path(path).resolve()), "Target": CONTAINER_DIRS[name],
+            "Mounts": [{"Type": "bind", "Source": str(Path(path).resolve()), "Target": VALOHAI_FOLDERS[name],
                         "ReadOnly": name in ("inputs", "config")} for name, path in dirs.items()],
         }
         if spec.cpu_limit:
@@ -144,8 +144,8 @@ class DockerRunner:
             host["DeviceRequests"] = [{"Driver": "", "Count": 0, "DeviceIDs": [str(i) for i in spec.gpu_ids],
                                        "Capabilities": [["gpu"]], "Options": {}}]
         config = {
-            "Image": spec.image, "Cmd": script_argv(spec.script, f"{CONTAINER_DIRS['config']}/{spec.script.name}"),
-            "WorkingDir": CONTAINER_DIRS["repository"], "User": self.user,
+            "Image": spec.image, "Cmd": script_argv(spec.script, f"{VALOHAI_FOLDERS['config']}/{spec.script.name}"),
+            "WorkingDir": VALOHAI_FOLDERS["repository"], "User": self.user,
             "Env": [f"{k}={v}" for k, v in env.items()], "Labels": {RUN_LABEL: spec.run_id, OWNER_LABEL: owner_label()},
             "AttachStdout": True, "AttachStderr": True, "Tty": False, "OpenStdin": False, "HostConfig": host,
         }
@@ -216,7 +216,7 @@ class DockerRunner:
             self._remove(state["container"])
 
     def visible_paths(self, spec_dirs: dict[str, Path], run_id: str = "") -> dict[str, str]:
-        return {name: CONTAINER_DIRS[name] for name in spec_dirs}
+        return {name: VALOHAI_FOLDERS[name] for name in spec_dirs}
 
     # -- housekeeping -------------------------------------------------------------------------
     def sweep(self) -> list[str]:

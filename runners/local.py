@@ -4,6 +4,9 @@ The command's process group is the unit of control: stop signals the whole group
 main process ends, whatever it left behind in the group is killed too, so no orphan survives an
 execution. The direct child dies with its parent (PR_SET_PDEATHSIG), and the owner of the run can
 kill the recorded group if the parent itself was killed.
+
+Where it can (runners.sandbox), a run gets its own mount namespace with Valohai's `/valohai`
+folders, its inputs read-only and the store out of sight; elsewhere it runs at the real paths.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from runners import OutputChunk, RunHandle, RunnerError, RunSpec, register, relay, script_argv
+from runners import OutputChunk, RunHandle, RunnerError, RunSpec, register, relay, sandbox, script_argv
 from runners.hostinfo import check_host_gpus, host_info
 from runners.pyenv import activation_env, ensure_layered_venv
 
@@ -38,6 +41,12 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: the owner's reconcile still kills the group
         pass
+
+
+def _sandbox_leader() -> None:
+    """`_die_with_parent` for bubblewrap, which must outlive a stop's SIGTERM (runners.sandbox)."""
+    _die_with_parent()
+    sandbox.ignore_stop_signal()
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
@@ -58,27 +67,42 @@ def group_alive(pgid: int) -> bool:
 
 
 class LocalRunner:
-    """Runs a RunSpec as `sh script` (or the script's own shebang) in a new process group.
+    """Runs a RunSpec's job script (runners.script_argv) in a new process group.
 
-    `envs_dir` is where layered venvs are kept; `gpus` is the GPU setting ("auto" asks NVML).
+    `envs_dir` is where layered venvs are kept; `gpus` is the GPU setting ("auto" asks NVML);
+    `hidden` are folders a sandboxed command must not see (the store), `envs_dir` excepted;
+    `sandbox` False runs every command at the real paths even where a namespace could be made.
     Spec options: `env_mode` is "venv" (default: a layered venv over `python`) or "current" (the
     caller's environment as it is).
     """
 
     kind = "local"
     uses_host_slots = True
-    protects_inputs = False  # the command runs as the user, on the very files laid out for it
     resumable = False  # a local run's pipes die with its owner: it can never be adopted
 
-    def __init__(self, envs_dir: str | Path | None = None, gpus: Any = "auto", **_: Any) -> None:
+    def __init__(self, envs_dir: str | Path | None = None, gpus: Any = "auto", hidden: Any = (),
+                 sandbox: bool = True, **_: Any) -> None:
         self.envs_dir = Path(envs_dir) if envs_dir else Path.home() / ".cache" / "vhtui-envs"
         self.gpus = gpus
+        self.hidden = [Path(p) for p in hidden]
+        self.wants_sandbox = sandbox
+
+    def sandbox_problem(self) -> str | None:
+        """None when runs get their own /valohai; otherwise why they run at real paths."""
+        return sandbox.unavailable() if self.wants_sandbox else "turned off (local_sandbox = false)"
+
+    @property
+    def protects_inputs(self) -> bool:  # type: ignore[override]
+        """Only in a sandbox: elsewhere the command could write to the very files laid out for it."""
+        return self.sandbox_problem() is None
 
     def preflight(self, image: str | None, gpus: int) -> None:
         check_host_gpus(self.gpus, gpus)
 
     def health(self) -> dict[str, Any]:
-        return {"health": "ok", **host_info(self.gpus)}
+        problem = self.sandbox_problem()
+        return {"health": "ok", **host_info(self.gpus),
+                "sandbox": "own /valohai (bubblewrap)" if problem is None else f"none: {problem}"}
 
     def start(self, spec: RunSpec) -> RunHandle:
         env = dict(os.environ)
@@ -89,11 +113,18 @@ class LocalRunner:
             python = spec.options.get("python") or "python3"
             venv = ensure_layered_venv(python, spec.repository_dir, self.envs_dir)
             env = activation_env(venv, env)
-        argv = script_argv(spec.script, str(spec.script))
+        sandboxed = self.sandbox_problem() is None
+        if sandboxed:
+            seen_as = f"{sandbox.FOLDERS['config']}/{spec.script.relative_to(spec.config_dir)}"
+            folders = {"repository": spec.repository_dir, "inputs": spec.inputs_dir,
+                       "outputs": spec.outputs_dir, "config": spec.config_dir}
+            argv = sandbox.wrap(script_argv(spec.script, seen_as), folders, self.hidden, [self.envs_dir])
+        else:
+            argv = script_argv(spec.script, str(spec.script))
         try:
             proc = subprocess.Popen(
-                argv, cwd=spec.repository_dir, env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_die_with_parent,
+                argv, cwd=spec.repository_dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, preexec_fn=_sandbox_leader if sandboxed else _die_with_parent,
             )
         except OSError as exc:
             raise RunnerError(f"cannot start {argv[0]}: {exc.strerror}") from None
@@ -102,7 +133,10 @@ class LocalRunner:
                 fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, _READ_SIZE)  # fewer wake-ups on floods
             except OSError:
                 pass
-        return RunHandle(spec.run_id, self.kind, {"pid": proc.pid, "pgid": proc.pid}, live=proc)
+        state: dict[str, Any] = {"pid": proc.pid, "pgid": proc.pid}
+        if not sandboxed:
+            state["no_valohai_folders"] = self.sandbox_problem()
+        return RunHandle(spec.run_id, self.kind, state, live=proc)
 
     def stream(self, handle: RunHandle, offset: int = 0, tick: float = 0.5) -> Iterator[OutputChunk]:
         """Output as it comes. A thread drains the pipes while the caller stores what it got, so
@@ -145,6 +179,8 @@ class LocalRunner:
             kill_group(int(state["pgid"]))
 
     def visible_paths(self, spec_dirs: dict[str, Path], run_id: str = "") -> dict[str, str]:
+        if self.sandbox_problem() is None:
+            return {name: sandbox.FOLDERS[name] for name in spec_dirs}
         return {name: str(path) for name, path in spec_dirs.items()}
 
 

@@ -77,7 +77,7 @@ class RemoteRunner:
 
     def visible_paths(self, spec_dirs: dict[str, Path], run_id: str = "") -> dict[str, str]:
         layout = self.call("GET", "/v1/layout").json()
-        if layout["backend"] == "docker":
+        if layout.get("folders"):
             return {name: layout["folders"][name] for name in spec_dirs}
         return {name: f"{layout['runs_dir']}/{run_id}/{name}" for name in spec_dirs}
 

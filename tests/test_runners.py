@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from runners import sandbox
 from tests.agent_helper import Agent
 from tests.conftest import Project
 
@@ -216,7 +217,8 @@ def test_parameters_inputs_outputs_metadata_and_logs(steps: Project, runner: str
     assert doc["exit_code"] == 0
     assert doc["metadata"]["params"] == {"lines": 20, "fail": False}
     assert doc["metadata"]["cwd_is_repo"] is True
-    assert doc["metadata"]["input_read_only"] is (runner == "docker")  # Docker mounts inputs read-only
+    # Docker and a sandboxed local run (an agent's too) mount inputs read-only
+    assert doc["metadata"]["input_read_only"] is (runner == "docker" or sandbox.unavailable() is None)
     assert doc["metadata_count"] == 21
     stdout = steps.logs(counter, "--stdout").splitlines()
     assert [json.loads(line)["i"] for line in stdout[:20]] == list(range(20))  # in order, none lost

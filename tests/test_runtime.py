@@ -7,9 +7,11 @@ import os
 import sqlite3
 import sys
 import time
+import uuid
 import zipfile
 from pathlib import Path
 
+import pytest
 
 from tests.conftest import Project
 
@@ -327,23 +329,35 @@ def test_json_listing_for_scripts(project: Project) -> None:
     assert csv_text.splitlines()[0] == "_seq,_time,loss" and csv_text.splitlines()[1].endswith(",0.5")
 
 
-def test_nothing_the_command_started_outlives_it(project: Project) -> None:
-    project.write("valohai.yaml", """
+def _live_processes_with(argument: str) -> list[int]:
+    """Host pids (not zombies) whose command line holds `argument`: a sandboxed run has its own
+    pid namespace, so the pid its shell sees means nothing out here."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and argument.encode() in (entry / "cmdline").read_bytes().split(b"\0") \
+                    and "Z" not in (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("sandbox", ["1", "0"], ids=["own-namespace", "real-paths"])
+def test_nothing_the_command_started_outlives_it(project: Project, sandbox: str) -> None:
+    duration = f"300.{uuid.uuid4().int % 10**9}"  # names this test's sleep among all processes
+    project.write("valohai.yaml", f"""
     - step:
         name: leaky
         image: python:3.11
         command:
-          - sleep 300 &
-          - echo $! > "$VH_OUTPUTS_DIR/bg.pid"
+          - sleep {duration} &
           - echo started a background sleep
     """)
-    counter = project.run("leaky", "--env", "current")
+    counter = project.run("leaky", "--env", "current", VHTUI_LOCAL_SANDBOX=sandbox)
     doc = project.wait(counter, timeout=30)
     assert doc["status"] == "complete"
-    out = project.root.parent / "pid"
-    project.vhtui("exec", "outputs", str(counter), "--download", str(out))
-    pid = int((out / "bg.pid").read_text())
     deadline = time.monotonic() + 5
-    while Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+    while _live_processes_with(duration):
         assert time.monotonic() < deadline, "the background process outlived its execution"
         time.sleep(0.1)

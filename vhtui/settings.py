@@ -5,6 +5,8 @@
     default_runner = "local"
     stop_grace = 10           # seconds between SIGTERM and SIGKILL
     secret_patterns = ["*TOKEN*", "*SECRET*", "*PASSWORD*", "*KEY*"]  # variables kept secret
+    local_sandbox = true      # local runs get their own /valohai where bubblewrap can make one
+    owner = "alice"           # projects are `owner/project` in execution.json (default: your user name)
     [environments]            # a step's `environment` -> the runner that serves it
     "aws-eu-west-1-p3" = "docker"
 """
@@ -30,6 +32,8 @@ class Settings:
     stop_grace: float = 10.0
     environments: dict[str, str] = field(default_factory=dict)
     secret_patterns: list[str] = field(default_factory=lambda: list(DEFAULT_SECRET_PATTERNS))
+    local_sandbox: bool = True
+    owner: str = field(default_factory=lambda: _user_name())
 
 
 def load_settings(home: Home) -> Settings:
@@ -53,7 +57,9 @@ def load_settings(home: Home) -> Settings:
         if os.environ.get(variable):
             text = os.environ[variable]
             value: Any = text
-            if key in ("max_parallel", "stop_grace"):
+            if key == "local_sandbox":
+                value = {"1": True, "true": True, "0": False, "false": False}.get(text.strip().lower(), text)
+            elif key in ("max_parallel", "stop_grace"):
                 try:
                     value = (int if key == "max_parallel" else float)(text)
                 except ValueError:
@@ -63,11 +69,14 @@ def load_settings(home: Home) -> Settings:
 
 
 ENVIRONMENT = {"max_parallel": "VHTUI_MAX_PARALLEL", "stop_grace": "VHTUI_STOP_GRACE", "gpus": "VHTUI_GPUS",
-               "default_runner": "VHTUI_DEFAULT_RUNNER"}
+               "default_runner": "VHTUI_DEFAULT_RUNNER", "local_sandbox": "VHTUI_LOCAL_SANDBOX",
+               "owner": "VHTUI_OWNER"}
 _EXPECTED = {"max_parallel": "a whole number of 1 or more", "stop_grace": "a number of seconds, 0 or more",
              "gpus": '"auto", a count, or a list of GPU indices', "default_runner": "a runner's name",
              "environments": "a table of environment names to runner names",
-             "secret_patterns": "a list of name patterns like \"*TOKEN*\""}
+             "secret_patterns": "a list of name patterns like \"*TOKEN*\"",
+             "local_sandbox": "true or false (1 or 0 in the environment)",
+             "owner": "a name without '/' or spaces"}
 
 
 def _is_text_table(value: Any) -> bool:
@@ -82,7 +91,20 @@ CHECKS = {
     "stop_grace": lambda v: type(v) in (int, float) and v >= 0 and v == v and v != float("inf"),
     "environments": _is_text_table,
     "secret_patterns": lambda v: isinstance(v, list) and all(isinstance(p, str) and p for p in v),
+    "local_sandbox": lambda v: type(v) is bool,
+    "owner": lambda v: isinstance(v, str) and bool(v) and not any(c in v for c in "/ \t\n") and v.isprintable(),
 }
+
+
+def _user_name() -> str:
+    """Who runs vhtui, as the system names them; a uid with no name in a container is `user<uid>`."""
+    import getpass
+
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = ""
+    return name if CHECKS["owner"](name) else f"user{os.getuid()}"
 
 
 def _checked(where: str, key: str, value: Any) -> Any:

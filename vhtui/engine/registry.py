@@ -97,7 +97,8 @@ def where(ctx: Context, name: str) -> str:
 def open_runner(ctx: Context, name: str) -> Runner:
     """The runner an execution names: built in, or a registered agent."""
     if name in BUILT_IN:
-        return get_runner(name, envs_dir=ctx.home.envs, gpus=ctx.settings.gpus)
+        return get_runner(name, envs_dir=ctx.home.envs, gpus=ctx.settings.gpus, hidden=[ctx.home.root],
+                          sandbox=ctx.settings.local_sandbox)
     entry = registered(ctx).get(name)
     if entry is None:
         raise NotFound(f"unknown runner {name!r} (available: {', '.join(names(ctx))})")

@@ -1,14 +1,18 @@
 """The runtime contract inside an execution, as Valohai provides it and valohai-utils reads it.
 
-Directories `repository/`, `inputs/<name>/<file>`, `outputs/`, `config/` (parameters.json,
-inputs.json, execution.json), and the `VH_*` variables that point at them.
+Directories `repository/`, `inputs/<name>/<file>`, `outputs/`, `config/` (parameters, inputs and
+execution, each as .json and .yaml), and the `VH_*` variables that point at them.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from vhtui.data.inputs import InputFile
 
@@ -49,9 +53,10 @@ def vh_environment(execution: dict[str, Any], project: dict[str, Any], dirs: dic
 
 def write_config(
     dirs: ExecutionDirs, execution: dict[str, Any], project: dict[str, Any], inputs: list[InputFile],
-    inputs_path_seen: str,
+    inputs_path_seen: str, owner: str,
 ) -> None:
-    (dirs.config / "parameters.json").write_text(json.dumps(execution["parameters"], indent=2))
+    """What Valohai leaves in config/: the same files, keys and formats; `owner` makes the
+    project's name `owner/project`, as Valohai names it."""
     by_name: dict[str, dict[str, Any]] = {}
     for f in inputs:
         entry = by_name.setdefault(f.name, {"files": []})
@@ -63,19 +68,48 @@ def write_config(
             "checksums": {"sha256": f.sha256},
             "datum_id": f.datum_id,
         })
-    (dirs.config / "inputs.json").write_text(json.dumps(by_name, indent=2))
-    info = {
-        "valohai.execution-id": execution["uid"],
-        "valohai.execution-counter": execution["counter"],
-        "valohai.execution-title": execution.get("title"),
-        "valohai.execution-step": execution["step"],
-        "valohai.execution-image": execution.get("image"),
-        "valohai.execution-ctime": execution["created_at"],
-        "valohai.project-id": project["uid"],
-        "valohai.project-name": project["name"],
-        "valohai.commit-identifier": (execution.get("code_version") or {}).get("commit")
-        or "~" + str((execution.get("code_version") or {}).get("sha256", "")),
-        "valohai.runner": execution["runner"],
-    }
-    (dirs.config / "execution.json").write_text(json.dumps(info, indent=2))
+    for name, document in (("parameters", execution["parameters"]), ("inputs", by_name),
+                           ("execution", execution_info(execution, project, owner))):
+        (dirs.config / f"{name}.json").write_text(json.dumps(document, indent=2))
+        (dirs.config / f"{name}.yaml").write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
     dirs.script.write_text(execution["command"])
+
+
+def execution_info(execution: dict[str, Any], project: dict[str, Any], owner: str) -> dict[str, Any]:
+    """execution.json's keys, all of Valohai's, in its formats: times as ISO 8601, the project as
+    `owner/project`, null where vhtui has no such thing (a pipeline node, an environment id)."""
+    code_version = execution.get("code_version") or {}
+    spec = execution.get("spec") or {}
+    return {
+        "valohai.commit-identifier": code_version.get("commit") or "~" + str(code_version.get("sha256", "")),
+        "valohai.creator-email": None,
+        "valohai.creator-id": os.getuid(),
+        "valohai.creator-name": owner,
+        "valohai.environment-id": None,
+        "valohai.environment-name": execution["runner"],
+        "valohai.environment-slug": execution["runner"],
+        "valohai.execution-counter": execution["counter"],
+        "valohai.execution-ctime": iso_time(execution["created_at"]),
+        "valohai.execution-duration": None,
+        "valohai.execution-id": execution["uid"],
+        "valohai.execution-image": execution.get("image"),
+        "valohai.execution-qtime": iso_time(execution.get("queued_at")),
+        "valohai.execution-status": "started",
+        "valohai.execution-step": execution["step"],
+        "valohai.execution-tags": [],
+        "valohai.execution-title": execution.get("title"),
+        "valohai.pipeline-counter": None,
+        "valohai.pipeline-id": spec.get("pipeline_id"),
+        "valohai.pipeline-node-id": None,
+        "valohai.pipeline-tags": [],
+        "valohai.pipeline-title": None,
+        "valohai.project-id": project["uid"],
+        "valohai.project-name": f"{owner}/{project['name']}",
+        "valohai.task-counter": None,
+        "valohai.task-id": spec.get("task_id"),
+    }
+
+
+def iso_time(timestamp: float | None) -> str | None:
+    """A stored time as Valohai writes one: `2024-12-30T13:58:46.832605+00:00`."""
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, timezone.utc).isoformat()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import os
 import signal
 import sys
 import threading
@@ -99,8 +100,10 @@ class Supervisor:
                                      heartbeat_at=time.time(), **fields)
 
     def run(self) -> int:
-        if not self._claim(status="queued", queued_at=time.time()):
+        queued_at = time.time()
+        if not self._claim(status="queued", queued_at=queued_at):
             return 0  # already final (stopped before it was ever queued)
+        self.execution["queued_at"] = queued_at
         try:
             runner = registry.open_runner(self.ctx, self.execution["runner"])
         except VhtuiError as exc:
@@ -148,7 +151,7 @@ class Supervisor:
         except RunnerError as exc:
             self._finish("error", None, str(exc))
             return 1
-        write_config(self.dirs, self.execution, self.project, inputs, seen["inputs"])
+        write_config(self.dirs, self.execution, self.project, inputs, seen["inputs"], self.ctx.settings.owner)
         env = vh_environment(self.execution, self.project, seen)
         env.update(self.execution["environment"])
         env.update(self.secret_values)
@@ -208,7 +211,7 @@ class Supervisor:
             self._collect(tags=[CRASH_TAG])
             self._finish("crashed", None, f"the run was lost: {exc}")
             return 1
-        return self._conclude(exit_code, handle.state.get("end_reason"))
+        return self._conclude(exit_code, handle.state.get("end_reason"), handle.state.get("no_valohai_folders"))
 
     def _pump(self, runner: Runner, handle: RunHandle, offset: int = 0,
               summary: dict[str, Any] | None = None) -> int | None:
@@ -292,7 +295,10 @@ class Supervisor:
                 log.write("stderr", f"vhtui: output {rel} was not stored: it is {why}\n".encode())
             log.close()
 
-    def _conclude(self, exit_code: int | None, end_reason: str | None = None) -> int:
+    def _conclude(self, exit_code: int | None, end_reason: str | None = None,
+                  no_valohai_folders: str | None = None) -> int:
+        """`no_valohai_folders` is why the run could not see its folders at /valohai (a runner that
+        could not make them says so in its state)."""
         self._collect()
         if self.stop_reason:
             status, reason = self.stop_reason
@@ -300,11 +306,23 @@ class Supervisor:
             status, reason = "complete", None
         else:
             status, reason = "error", f"exit code {exit_code}" + (f": {end_reason}" if end_reason else "")
+            if no_valohai_folders and self._log_tail_mentions(b"/valohai/"):
+                reason += (f"; the command uses /valohai/ paths, which this local run could not have "
+                           f"({no_valohai_folders}): run it with --runner docker, or read the folders "
+                           "from $VH_INPUTS_DIR, $VH_OUTPUTS_DIR and $VH_CONFIG_DIR")
         if self.collector.errors:
             reason = "; ".join(filter(None, [reason, f"some outputs were not stored: {self.collector.errors[0]}"]))
             status = "error" if status == "complete" else status
         self._finish(status, exit_code, reason)
         return 0
+
+    def _log_tail_mentions(self, text: bytes, tail: int = 1 << 16) -> bool:
+        try:
+            with open(self.ctx.home.log_path(self.id), "rb") as log:
+                log.seek(max(0, log.seek(0, os.SEEK_END) - tail))
+                return text in log.read()
+        except OSError:
+            return False
 
     def _finish(self, status: str, exit_code: int | None, reason: str | None) -> None:
         self.reserve.unlink(missing_ok=True)
