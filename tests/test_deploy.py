@@ -151,10 +151,10 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Any:
         project.vhtui("deploy", "version", "create", "web", "--endpoint", "predict", "--endpoint", "static",
                       "--endpoint", "wsgi-predict", "--file", f"predict.model={model}",
                       "--file", f"wsgi-predict.model={model}", "--adhoc", "--env", "current")
-    project.vhtui("deploy", "start", "web")
-    project.vhtui("deploy", "alias", "set", "web", "production", "v1")
-    project.vhtui("deploy", "alias", "set", "web", "staging", "v2")
-    try:
+    try:  # a start that fails still leaves a router to stop
+        project.vhtui("deploy", "start", "web")
+        project.vhtui("deploy", "alias", "set", "web", "production", "v1")
+        project.vhtui("deploy", "alias", "set", "web", "staging", "v2")
         yield project
     finally:
         project.vhtui("deploy", "stop", "--all", check=False)

@@ -31,6 +31,16 @@ def _port(option: str) -> Callable[[str], int]:
     return parse
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e6:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, not {text!r}")
+    return value
+
+
 def _deployment(ctx: Any, name: str) -> dict[str, Any]:
     from vhtui.deploy.process import reconcile_endpoints
     from vhtui.deploy.versions import find_deployment
@@ -72,7 +82,11 @@ def cmd_start(args: argparse.Namespace) -> int:
 
     ctx = open_context()
     deployment = _deployment(ctx, args.deployment)
-    router, served = start_versions(ctx, _versions(ctx, deployment, args.versions), args.router_port, args.timeout)
+    def progress(version: dict[str, Any], endpoint: dict[str, Any], line: str) -> None:
+        print(f"{version['name']}/{endpoint['name']}: {line}", flush=True)
+
+    router, served = start_versions(ctx, _versions(ctx, deployment, args.versions), args.router_port, args.timeout,
+                                    progress)
     failed = []
     for item in served:
         name = f"{item.version['name']}/{item.endpoint['name']}"
@@ -338,7 +352,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("deployment", metavar="DEPLOYMENT", type=_name("deployment"))
     p.add_argument("versions", nargs="*", metavar="VERSION", type=_name("version"))
     p.add_argument("--router-port", type=_port("--router-port"), help="where to start the router if it is not running")
-    p.add_argument("--timeout", type=float, help="seconds to wait for each to listen (default 60)")
+    p.add_argument("--timeout", type=_seconds, help="seconds each server has to listen once its environment "
+                                                  "is ready (default 60; installing its requirements is not counted)")
     p.set_defaults(func=cmd_start)
 
     p = actions.add_parser("stop", help="stop versions (all of the deployment's by default)")

@@ -1,0 +1,251 @@
+"""Which port an endpoint's server gets, and what a failed start says: real servers, the router on
+127.0.0.1, SQLite and the CLI as a user runs it.
+
+A server that binds its declared port without reading `$PORT` (tensorflow-example's `greet` is
+`python -m wsgiref.simple_server`, which always binds 8000) must start; a second version of it
+cannot, and says who holds the port; servers that read `$PORT` still run beside it; a server that
+listens somewhere else is named; and every failed start keeps its reason in `deploy info --json`
+and `deploy ls --json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Project, poll
+from tests.test_deploy import free_port
+
+# simple_server's demo opens a browser on its page: a console browser would take its one request
+NO_BROWSER = {"BROWSER": "true"}
+
+# shaped like `python -m wsgiref.simple_server`: binds a port it does not read from $PORT, answers
+# exactly one request, then exits (so a readiness check that connects would use up that request)
+GREET = """\
+from wsgiref.simple_server import demo_app, make_server
+with make_server("", {port}, demo_app) as httpd:
+    print("Serving HTTP on port", httpd.socket.getsockname()[1], flush=True)
+    httpd.handle_request()
+"""
+
+READS_PORT = """\
+import os
+from wsgiref.simple_server import demo_app, make_server
+make_server("127.0.0.1", int(os.environ["PORT"]), demo_app).serve_forever()
+"""
+
+
+class Ports(Project):
+    router_port: int
+
+    def vhtui(self, *args: str, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs.setdefault("VHTUI_ROUTER_PORT", str(self.router_port))
+        return super().vhtui(*args, **NO_BROWSER, **kwargs)
+
+    def endpoint(self, deployment: str, version: str) -> dict[str, Any]:
+        doc = json.loads(self.vhtui("deploy", "info", deployment, version, "--json").stdout)
+        return doc["versions"][0]["endpoints"][0]  # type: ignore[no-any-return]
+
+    def create(self, deployment: str, endpoint: str) -> None:
+        self.vhtui("deploy", "version", "create", deployment, "--endpoint", endpoint, "--adhoc", "--env", "current")
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{self.router_port}/{path}", timeout=30)
+
+
+@pytest.fixture
+def ports(tmp_path: Path, vh_home: Path) -> Any:
+    root = tmp_path / "project"
+    root.mkdir()
+    project = Ports(root, vh_home)
+    project.router_port = free_port()
+    try:
+        yield project
+    finally:
+        project.vhtui("deploy", "stop", "--all", check=False)
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+def one_error_line(result: Any) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return str(lines[0])
+
+
+def test_the_real_simple_server_on_8000(ports: Ports) -> None:
+    if not port_is_free(8000):
+        pytest.skip("port 8000 is taken on this machine, and python -m wsgiref.simple_server binds only 8000")
+    ports.write("valohai.yaml", """\
+- endpoint:
+    name: greet
+    image: python:3.11
+    server-command: python -m wsgiref.simple_server
+    port: 8000
+""")
+    ports.create("hello", "greet")
+    started = ports.vhtui("deploy", "start", "hello", check=False)
+    assert started.returncode == 0, started.stderr
+    assert (ports.endpoint("hello", "v1")["status"], ports.endpoint("hello", "v1")["port"]) == ("running", 8000)
+    ports.create("hello", "greet")
+    line = one_error_line(ports.vhtui("deploy", "start", "hello", "v2", check=False))
+    assert "v2/greet crashed (listens on 8000, which v1 holds; servers that read $PORT run side by side" in line
+    assert ports.endpoint("hello", "v2")["reason"].startswith("listens on 8000, which v1 holds")
+    # the demo answers one request and exits: the readiness check took none of it
+    answer = ports.get("hello/v1/greet/")
+    assert answer.status_code == 200 and answer.text.startswith("Hello world!"), answer.text
+
+
+def test_a_server_that_binds_its_declared_port_gets_it_and_a_second_one_names_the_holder(ports: Ports) -> None:
+    declared = free_port()
+    ports.write("greet.py", GREET.format(port=declared))
+    ports.write("reads_port.py", READS_PORT)
+    ports.write("valohai.yaml", f"""\
+- endpoint:
+    name: greet
+    image: python:3.11
+    server-command: python greet.py
+    port: {declared}
+- endpoint:
+    name: polite
+    image: python:3.11
+    server-command: python reads_port.py
+    port: {declared}
+""")
+    ports.create("hello", "greet")
+    ports.vhtui("deploy", "start", "hello")
+    v1 = ports.endpoint("hello", "v1")
+    assert (v1["status"], v1["port"]) == ("running", declared)
+
+    ports.create("hello", "greet")
+    line = one_error_line(ports.vhtui("deploy", "start", "hello", "v2", check=False))
+    held = f"listens on {declared}, which v1 holds; servers that read $PORT run side by side"
+    assert line.startswith(f"vhtui: error: did not start: v2/greet crashed ({held}"), line
+    v2 = ports.endpoint("hello", "v2")
+    assert v2["status"] == "crashed" and v2["reason"].startswith(held) and v2["port"] is None
+
+    ports.create("hello", "polite")  # declares the same port, but reads $PORT: runs beside v1
+    ports.vhtui("deploy", "start", "hello", "v3")
+    v3 = ports.endpoint("hello", "v3")
+    assert v3["status"] == "running" and v3["port"] not in (None, declared)
+    assert ports.get("hello/v3/polite/").text.startswith("Hello world!")
+    assert ports.get("hello/v1/greet/").text.startswith("Hello world!")  # its one request, untouched
+
+
+def test_a_declared_port_held_by_another_program_is_named(ports: Ports) -> None:
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        busy.bind(("", 0))
+        busy.listen()
+        declared = busy.getsockname()[1]
+        ports.write("greet.py", GREET.format(port=declared))
+        ports.write("valohai.yaml", f"""\
+- endpoint:
+    name: greet
+    image: python:3.11
+    server-command: python greet.py
+    port: {declared}
+""")
+        ports.create("hello", "greet")
+        line = one_error_line(ports.vhtui("deploy", "start", "hello", check=False))
+    assert f"listens on {declared}, which another process (pid {os.getpid()}, " in line, line
+    assert "Address already in use" in line  # what the server itself said
+
+
+def test_a_server_that_listens_on_another_port_is_named(ports: Ports) -> None:
+    declared, actual = free_port(), free_port()
+    ports.write("valohai.yaml", f"""\
+- endpoint:
+    name: elsewhere
+    image: python:3.11
+    server-command: python elsewhere.py
+    port: {declared}
+""")
+    ports.write("elsewhere.py", f"""\
+from http.server import HTTPServer, BaseHTTPRequestHandler
+HTTPServer(("127.0.0.1", {actual}), BaseHTTPRequestHandler).serve_forever()
+""")
+    ports.create("web", "elsewhere")
+    line = one_error_line(ports.vhtui("deploy", "start", "web", check=False))
+    said = f"listens on {actual}, not on its port {declared} (its declared port, also given as $PORT)"
+    assert said in line, line
+    endpoint = ports.endpoint("web", "v1")
+    assert endpoint["status"] == "crashed" and endpoint["reason"] == said
+
+
+def test_every_failed_start_keeps_its_reason(ports: Ports) -> None:
+    declared = free_port()
+    ports.write("valohai.yaml", f"""\
+- endpoint:
+    name: silent
+    image: python:3.11
+    server-command: python -c "import time; time.sleep(600)"
+    port: {declared}
+- endpoint:
+    name: crashy
+    image: python:3.11
+    server-command: python -c "import sys; sys.exit('the model is corrupt')"
+    port: {declared}
+""")
+    ports.create("web", "silent")
+    ports.create("web", "crashy")
+    line = one_error_line(ports.vhtui("deploy", "start", "web", "v1", "--timeout", "2", check=False))
+    silent = ports.endpoint("web", "v1")
+    assert silent["status"] == "crashed", silent  # not `stopped` with no reason, as a timeout once was
+    assert re.fullmatch(r"did not listen on its port \d+ within 2s \(it listens on no port\)", silent["reason"])
+    assert line == f"vhtui: error: did not start: v1/silent crashed ({silent['reason']})"
+    listed = json.loads(ports.vhtui("deploy", "ls", "--json").stdout)["results"][0]["versions"]
+    assert listed[0]["endpoints"][0]["reason"] == silent["reason"]
+
+    one_error_line(ports.vhtui("deploy", "start", "web", "v2", check=False))
+    crashy = ports.endpoint("web", "v2")
+    assert crashy["status"] == "crashed" and crashy["reason"] == "exited with code 1 at start: the model is corrupt"
+    assert f"endpoint crashy: crashed ({crashy['reason']})" in ports.vhtui("deploy", "info", "web").stdout
+
+
+def test_bad_timeouts_are_one_line(ports: Ports) -> None:
+    for value in ("0", "-3", "nan", "soon"):
+        result = ports.vhtui("deploy", "start", "web", "--timeout", value, check=False)
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert "--timeout: expected a number of seconds above 0" in result.stderr, result.stderr
+
+
+def test_a_stop_while_starting_ends_as_stopped(ports: Ports) -> None:
+    declared = free_port()
+    ports.write("valohai.yaml", f"""\
+- endpoint:
+    name: silent
+    image: python:3.11
+    server-command: python -c "import time; time.sleep(600)"
+    port: {declared}
+""")
+    ports.create("web", "silent")
+    start = subprocess.Popen([sys.executable, "-m", "vhtui", "deploy", "start", "web", "--timeout", "600"],
+                             cwd=ports.root, env=ports.env(VHTUI_ROUTER_PORT=str(ports.router_port)),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        poll("the server to be launched", lambda: ports.endpoint("web", "v1")["status"] == "starting"
+             and ports.endpoint("web", "v1")["port"] == declared)
+        ports.vhtui("deploy", "stop", "web")
+        _, err = start.communicate(timeout=60)
+    finally:
+        start.kill()
+    assert start.returncode == 1 and err.strip() == "vhtui: error: did not start: v1/silent stopped", err
+    endpoint = ports.endpoint("web", "v1")
+    assert (endpoint["status"], endpoint["reason"], endpoint["port"]) == ("stopped", None, None)
