@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
+from runners import sandbox
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 VHTUI = [str(BIN / "vhtui")] if (BIN / "vhtui").exists() else [sys.executable, "-m", "vhtui"]
@@ -389,15 +391,50 @@ class Sandbox:
 
 def bench_launch(report: Report, quick: bool) -> None:
     """A cold `vhtui run` (no resident launcher) of a no-op step, from a plain folder and from a
-    committed git work tree, each against `sh -c true` measured in between."""
-    for label, git in (("plain folder", False), ("git work tree", True)):
+    committed git work tree, each against `sh -c true` measured in between; then what a local
+    run's own /valohai (runners.sandbox) costs: the same launch with `local_sandbox = false`, and
+    bubblewrap's namespace around `true` against `true` alone."""
+    medians = {}
+    configurations = [("plain folder", False, "1"), ("git work tree", True, "1")]
+    if sandbox.unavailable() is None:
+        configurations.append(("plain folder, no own /valohai (local_sandbox = false)", False, "0"))
+    else:
+        info(f"no sandbox here ({sandbox.unavailable()}): every launch below runs at real paths")
+    for label, git, own_valohai in configurations:
         sb = Sandbox("launch")
         try:
             if git:
                 _commit_all(sb.project)
-            _launch_overhead(report, sb, label, quick)
+            sb.env["VHTUI_LOCAL_SANDBOX"] = own_valohai
+            medians[own_valohai, git] = _launch_overhead(report, sb, label, quick)
         finally:
             sb.close()
+    if ("0", False) in medians:
+        cost = medians["1", False] - medians["0", False]
+        report.add(Row("launch", "own /valohai: launch with it less launch without, median", ms(cost),
+                       f"without {ms(medians['0', False])}", f"{medians['1', False] / medians['0', False]:.2f}x"))
+        _namespace_cost(report, quick)
+
+
+def _namespace_cost(report: Report, quick: bool) -> None:
+    """bubblewrap's namespace around `true`, as a local run gets it, against `true` run directly."""
+    reps = 10 if quick else 40
+    scratch = Path(tempfile.mkdtemp(prefix="vhtui-bench-ns-"))
+    try:
+        folders = {name: scratch for name in sandbox.FOLDERS}
+        wrapped = sandbox.wrap(["true"], folders, hidden=[scratch])
+        plain, inside = [], []
+        for _ in range(reps):
+            for argv, times in ((["/bin/true"], plain), (wrapped, inside)):
+                t = time.perf_counter()
+                subprocess.run(argv, check=True, preexec_fn=sandbox.ignore_stop_signal)
+                times.append(time.perf_counter() - t)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    info(f"`true` in its own /valohai: median {ms(median(inside))}, p90 {ms(p90(inside))}; "
+         f"directly: median {ms(median(plain))} ({reps} each, interleaved)")
+    report.add(Row("launch", "own /valohai: bubblewrap around `true`, median", ms(median(inside)),
+                   f"true {ms(median(plain))}", f"{median(inside) / median(plain):.0f}x"))
 
 
 def _commit_all(root: Path) -> None:
@@ -406,7 +443,8 @@ def _commit_all(root: Path) -> None:
         subprocess.run([*git, *args], check=True)
 
 
-def _launch_overhead(report: Report, sb: Sandbox, label: str, quick: bool) -> None:
+def _launch_overhead(report: Report, sb: Sandbox, label: str, quick: bool) -> float:
+    """Report a configuration's launch overhead; return its median launch-to-complete time."""
     reps = 5 if quick else 15
     info(f"{label}: `vhtui run noop --env current` (command `true`), 1 warm-up + {reps} runs; "
          "baseline `/bin/sh -c true` as a subprocess, interleaved")
@@ -456,6 +494,7 @@ def _launch_overhead(report: Report, sb: Sandbox, label: str, quick: bool) -> No
     report.add(Row("launch", f"{label}: added overhead, p90", ms(p90(overhead)), f"sh -c true {ms(p90(base))}",
                    f"{p90(totals) / p90(base):.0f}x"))
     report.add(Row("launch", f"{label}: `vhtui run` returns, median", ms(median(stages[0][1]))))
+    return median(totals)
 
 
 def _stamps(text: str, name: str) -> float | None:

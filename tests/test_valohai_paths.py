@@ -204,6 +204,8 @@ def test_without_a_namespace_runs_go_on_and_a_valohai_failure_says_why(valohai: 
     assert doc["status"] == "error" and "/valohai" not in doc["status_detail"]
     counter = launch(valohai, "local", "sourcing", VHTUI_LOCAL_SANDBOX="0")  # the rest runs as before
     assert valohai.wait(counter, timeout=60)["status"] == "complete"
+    local = valohai.vhtui("runner", "ls", VHTUI_LOCAL_SANDBOX="0").stdout.splitlines()[1]
+    assert "no /valohai: turned off (local_sandbox = false)" in local
 
 
 @pytest.mark.parametrize(("variable", "value"), [("VHTUI_LOCAL_SANDBOX", "maybe"), ("VHTUI_OWNER", "a/b"),

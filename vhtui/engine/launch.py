@@ -76,7 +76,8 @@ def launch(
     project = project or load_project(request.project_root)
     step = project.step(request.step)
     parameters = resolve_parameters(step, request.parameters)
-    script = render_script(build_command(step, parameters))
+    commands = build_command(step, parameters)  # shown as the step's command; the script is what runs
+    script = render_script(commands)
     runner = choose_runner(ctx, request.runner, step.environment)
     gpus = gpus_requested(step.resources)
     check_runner(ctx, runner, request.image or step.image, gpus)
@@ -116,7 +117,7 @@ def launch(
         }
         execution = execution_rows.create(ctx.db, project_id, {
             "step": step.name, "title": request.title, "runner": runner,
-            "image": request.image or step.image, "command": script, "parameters": parameters,
+            "image": request.image or step.image, "command": script, "commands": commands, "parameters": parameters,
             "code_version": code_version, "environment": secrets.shown(environment, secret_names), "spec": spec,
         }, [f.as_row() for f in inputs])
         orphan = code.place(staging, ctx.home.execution_dir(execution["id"]))
@@ -160,6 +161,8 @@ def _supervisor_main() -> Callable[[list[str]], int]:
     (with the runners of this host, which a standby would otherwise import once it has work)."""
     import runners.docker  # noqa: F401
     import runners.local  # noqa: F401
+    from runners import sandbox
     from vhtui.engine import supervisor
 
+    sandbox.unavailable()  # its probe makes a real namespace once (~15 ms): in a standby, that overlaps the CLI
     return supervisor.main

@@ -94,6 +94,13 @@ def where(ctx: Context, name: str) -> str:
     return str(registered(ctx)[name]["url"])
 
 
+def has_env_mode(name: str) -> bool:
+    """Whether a run's environment mode (`--env venv` or `current`) says anything about it: it is
+    the local runner's choice of Python; a Docker image brings its own, and which backend an agent
+    uses is its own business."""
+    return name == "local"
+
+
 def open_runner(ctx: Context, name: str) -> Runner:
     """The runner an execution names: built in, or a registered agent."""
     if name in BUILT_IN:
@@ -158,5 +165,8 @@ def health_columns(row: dict[str, Any]) -> list[str]:
     gpus = ", ".join(f"{g['name'] or 'gpu'}#{g['index']}"
                      + (f" {g['utilization']}%" if g.get("utilization") is not None else "")
                      for g in row["gpus"]) or "none"
-    return [row["name"], row["where"], f"ok ({row['hostname']}, {row['cpus']} CPUs)", gpus,
+    health = f"ok ({row['hostname']}, {row['cpus']} CPUs)"
+    if row.get("no_own_valohai"):  # a local run (here or on an agent) at real paths: why
+        health += f"; no /valohai: {row['no_own_valohai']}"
+    return [row["name"], row["where"], health, gpus,
             f"{row['free_slots']}/{row['slots']}", str(row["running"]), str(row["queued"])]
