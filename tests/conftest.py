@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 CORPUS = SHARED / "corpus" / "valohai-yaml"
 EXAMPLE = REPO / "examples" / "quickstart"
+ORDINARY_USER = 4321  # a uid with no name here: tests run vhtui as it to see what a non-root user gets
 
 
 def poll(what: str, condition: Any, timeout: float = 60, interval: float = 0.05) -> Any:
@@ -67,6 +70,24 @@ class Project:
             raise AssertionError(f"vhtui {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
 
+    def vhtui_as_user(self, *args: str, groups: tuple[int, ...] = (), timeout: float = 120,
+                      **env: str) -> subprocess.CompletedProcess[str]:
+        """`vhtui ARGS` run by an ordinary user (uid and gid 4321, in `groups`), to whom the project
+        and the home are handed over first. Needs root (see tests.test_runners.require)."""
+        for path in (self.root, self.home.parent):
+            subprocess.run(["chown", "-R", f"{ORDINARY_USER}:{ORDINARY_USER}", str(path)], check=True)
+        for parent in self.home.parent.parents:  # pytest's temp folders are private to root
+            if parent == parent.parent:
+                break
+            os.chmod(parent, os.stat(parent).st_mode | 0o011)
+        groups_arg = f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"
+        python, python_env = ordinary_user_python()
+        return subprocess.run(
+            [*as_ordinary_user(groups_arg), python, "-m", "vhtui", *args], cwd=self.root,
+            env=self.env(HOME=str(self.home.parent), **python_env, **env), capture_output=True, text=True,
+            timeout=timeout,
+        )
+
     def run(self, step: str, *args: str, **env: str) -> int:
         """Launch and return the execution counter."""
         out = self.vhtui("run", step, *args, **env).stdout.strip().splitlines()
@@ -106,6 +127,22 @@ class Project:
 
     def logs(self, counter: int, *args: str) -> str:
         return self.vhtui("exec", "logs", str(counter), *args).stdout
+
+
+def as_ordinary_user(groups_arg: str = "--clear-groups") -> list[str]:
+    return ["setpriv", f"--reuid={ORDINARY_USER}", f"--regid={ORDINARY_USER}", groups_arg]
+
+
+@functools.cache
+def ordinary_user_python() -> tuple[str, dict[str, str]]:
+    """An interpreter the ordinary user may start (vhtui starts its supervisors and router with
+    its own), with vhtui importable: this one where it can, else the system's python of the same
+    version with this one's packages on PYTHONPATH (on these machines this one lives in root's
+    private home, as pyenv puts it)."""
+    if subprocess.run([*as_ordinary_user(), "sh", "-c", 'test -x "$0"', sys.executable]).returncode == 0:
+        return sys.executable, {}
+    system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    return system, {"PYTHONPATH": os.pathsep.join([str(REPO), sysconfig.get_paths()["purelib"]])}
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ import pytest
 
 from tests.conftest import Project, poll
 from tests.test_deploy import free_port
+from tests.test_runners import require
 
 # simple_server's demo opens a browser on its page: a console browser would take its one request
 NO_BROWSER = {"BROWSER": "true"}
@@ -108,6 +109,28 @@ def test_the_real_simple_server_on_8000(ports: Ports) -> None:
     assert "v2/greet crashed (listens on 8000, which v1 holds; servers that read $PORT run side by side" in line
     assert ports.endpoint("hello", "v2")["reason"].startswith("listens on 8000, which v1 holds")
     # the demo answers one request and exits: the readiness check took none of it
+    answer = ports.get("hello/v1/greet/")
+    assert answer.status_code == 200 and answer.text.startswith("Hello world!"), answer.text
+
+
+def test_an_ordinary_user_serves_a_server_on_its_declared_port(ports: Ports) -> None:
+    """Run by uid 4321, not root: the server runs in its own /valohai too and serves there."""
+    require(os.getuid() == 0, "switching users needs root")
+    port = free_port()
+    ports.write("valohai.yaml", f"""\
+- endpoint:
+    name: greet
+    image: python:3.11
+    server-command: python greet.py
+    port: {port}
+""")
+    ports.write("greet.py", "import os\nassert os.getcwd() == '/valohai/repository'\n" + GREET.format(port=port))
+    started = ports.vhtui_as_user("deploy", "version", "create", "hello", "--endpoint", "greet", "--adhoc")
+    assert started.returncode == 0, started.stderr
+    started = ports.vhtui_as_user("deploy", "start", "hello", VHTUI_ROUTER_PORT=str(ports.router_port), **NO_BROWSER)
+    assert started.returncode == 0, started.stderr
+    endpoint = ports.endpoint("hello", "v1")
+    assert (endpoint["status"], endpoint["port"]) == ("running", port)
     answer = ports.get("hello/v1/greet/")
     assert answer.status_code == 200 and answer.text.startswith("Hello world!"), answer.text
 

@@ -354,20 +354,8 @@ def test_outputs_belong_to_the_invoking_user(docker_steps: Project, tmp_path) ->
     """Run vhtui itself as an ordinary user (uid 4321, in the socket's group); its outputs are its own."""
     require(os.getuid() == 0, "switching users needs root")
     socket_gid = os.stat("/var/run/docker.sock").st_gid
-    for path in (docker_steps.root, docker_steps.home.parent):
-        subprocess.run(["chown", "-R", "4321:4321", str(path)], check=True)
-    for parent in docker_steps.home.parent.parents:  # pytest's temp folders are private to root
-        if parent == parent.parent:
-            break
-        os.chmod(parent, os.stat(parent).st_mode | 0o011)
-    env = docker_steps.env()
-    import sys
-
-    run = subprocess.run(
-        ["setpriv", "--reuid=4321", "--regid=4321", f"--groups={socket_gid}", sys.executable, "-m", "vhtui", "run",
-         "contract", "--runner", "docker", "--lines=1", "--data=data.txt", "--follow"],
-        cwd=docker_steps.root, env=env, capture_output=True, text=True, timeout=120,
-    )
+    run = docker_steps.vhtui_as_user("run", "contract", "--runner", "docker", "--lines=1", "--data=data.txt",
+                                     "--follow", groups=(socket_gid,))
     assert run.returncode == 0, run.stderr
     outputs = list((docker_steps.home / "executions").glob("*/outputs/sub/result.txt"))
     assert outputs and all(p.stat().st_uid == 4321 for p in outputs)
