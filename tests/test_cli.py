@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project
+from tests.conftest import CORPUS, Project
 
 STEPS = """
 - step:
@@ -123,6 +123,33 @@ def test_a_mistyped_command_or_step_gets_did_you_mean(steps: Project, args: list
     result = steps.vhtui(*args, check=False)
     assert result.returncode in (1, 2)
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith(expected)
+
+
+PIPELINE = "'train-pipeline' is a pipeline in valohai.yaml, and pipelines are not run yet: vhtui runs steps"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["pipeline", "run", "train-pipeline"], PIPELINE),
+    (["pipeline", "run", "train-pipeline", "--adhoc"], PIPELINE),
+    (["run", "train-pipeline"], PIPELINE),
+    (["run", "train-pipeline", "--help"], PIPELINE),
+    (["pipeline"], "pipelines are not run yet (valohai.yaml has train-pipeline): vhtui runs steps"),
+    (["pipeline", "--help"], "pipelines are not run yet (valohai.yaml has train-pipeline): vhtui runs steps"),
+    (["run", "my-sweep"], "'my-sweep' is a task blueprint in valohai.yaml, and tasks are not run yet"),
+])
+def test_a_pipeline_or_task_blueprint_is_named_as_not_run_yet(project: Project, args: list[str], expected: str) -> None:
+    """A real Valohai example: its pipeline and task blueprint are said to be such, in one line."""
+    project.write("valohai.yaml", (CORPUS / "examples" / "pipeline-with-task-blueprint-example.yaml").read_text())
+    result = project.vhtui(*args, check=False)
+    assert result.returncode == 1 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(f"vhtui: error: {expected}")
+
+
+def test_pipeline_outside_a_project_says_pipelines_are_not_run_yet(project: Project) -> None:
+    result = project.vhtui("pipeline", "run", "train-pipeline", check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ["vhtui: error: pipelines are not run yet: vhtui runs steps (`vhtui run` "
+                                          "lists them)"]
 
 
 def test_runner_ls_lists_the_built_in_runners_with_their_health(project: Project) -> None:

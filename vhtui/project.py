@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from valohai_yaml.objs import Config, Step
 
 CONFIG_NAME = "valohai.yaml"
+RUNS_STEPS = "vhtui runs steps (`vhtui run` lists them)"  # what it does run, where it refuses what it does not yet
 
 
 @dataclass
@@ -104,10 +105,23 @@ def load_project(start: Path | None = None) -> Project:
     return Project(root=root, config=load_config(root / CONFIG_NAME))
 
 
+def not_run_yet(config: Config, name: str) -> str | None:
+    """What to say when `name` is a pipeline or a task blueprint of valohai.yaml: vhtui parses
+    those but does not run them yet, and "no step" would tell the user their file is wrong."""
+    kinds = ((config.pipelines, "a pipeline", "pipelines"), (config.tasks, "a task blueprint", "tasks"))
+    for known, what, plural in kinds:
+        if name in known:
+            return f"{name!r} is {what} in {CONFIG_NAME}, and {plural} are not run yet: {RUNS_STEPS}"
+    return None
+
+
 def match_step(config: Config, name: str) -> Step:
-    """Exact name, else a unique case-insensitive prefix, as Valohai's CLI matches steps."""
+    """Exact name, else a pipeline's or task's exact name (refused), else a unique
+    case-insensitive prefix of a step's, as Valohai's CLI matches steps."""
     if name in config.steps:
         return config.steps[name]
+    if refusal := not_run_yet(config, name):
+        raise VhtuiError(refusal)
     folded = name.lower()
     matches = [step for key, step in config.steps.items() if key.lower().startswith(folded)]
     if len(matches) == 1:

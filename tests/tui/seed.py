@@ -31,6 +31,7 @@ def _execution(db: Any, project_id: int, step: str, status: str, start: float, s
                parameters: dict[str, Any], inputs: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
     row = execution_rows.create(db, project_id, {
         "step": step, "runner": "local", "image": "python:3.11", "command": f"set -e\npython {step}.py\n",
+        "commands": [f"python {step}.py"],
         "parameters": parameters, "code_version": {"type": "git", "commit": "4f2c9e1a7b3d5f60c1e2", "branch": "main",
                                                    "dirty": False},
         "environment": {}, "spec": {"env_mode": "venv", "gpus": 0}, "title": extra.pop("title", None),

@@ -164,6 +164,27 @@ async def test_a_nan_metric_sorts_and_shows_as_nan(seeded: tuple[Context, Path])
         assert events.get_row_at(1)[2:] == ["2", "nan", "inf"]
 
 
+async def test_overview_names_the_environment_mode_only_for_local_runs(seeded: tuple[Context, Path]) -> None:
+    """A Docker image brings its own Python: "docker (venv environment)" said what was not so."""
+    ctx, root = seeded
+    app = VhtuiApp(ctx, root)
+    local = execution_rows.get_by_counter(ctx.db, app.project_id, 1)
+    assert local is not None and local["runner"] == "local"
+    docker = execution_rows.create(ctx.db, app.project_id, {
+        "step": "train", "runner": "docker", "image": "python:3.11", "command": "set -e\npython train.py\n",
+        "commands": ["python train.py"], "parameters": {}, "code_version": {}, "environment": {},
+        "spec": {"env_mode": "venv"}}, [])
+    async with app.run_test(size=(120, 40)) as pilot:
+        from textual.widgets import Static
+
+        for execution_id, runner in ((docker["id"], ["docker"]), (local["id"], ["local", "(venv", "environment)"])):
+            app.open_execution(execution_id)
+            await settled(pilot)
+            overview = shown_text(app.screen.query_one("#overview-body", Static)).splitlines()
+            assert [line.split()[1:] for line in overview if line.startswith("runner")] == [runner]
+            await pilot.press("escape")
+
+
 async def test_cursor_stays_on_its_execution_when_new_ones_arrive(seeded: tuple[Context, Path]) -> None:
     ctx, root = seeded
     app = VhtuiApp(ctx, root, watch_interval=0.05)

@@ -1,6 +1,6 @@
 """The command line: every action of the workbench, scriptable; no argument opens the TUI.
 
-One module per command group (`run`, `exec`, `data`, `deploy`, `runner`), what they share in
+One module per command group (`run`, `exec`, `data`, `deploy`, `runner`, `pipeline`), what they share in
 `common`. Errors the user can fix are one line on stderr and a non-zero exit code, never a
 traceback; a mistyped command gets "did you mean". Listings and `info` take `--json`: one JSON
 document with Valohai's API field names.
@@ -59,7 +59,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from vhtui import __version__
-    from vhtui.cli import data, deploy, exec, runner
+    from vhtui.cli import data, deploy, exec, pipeline, runner
 
     parser = Parser(prog="vhtui", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"vhtui {__version__}")
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_lint)
     sub.add_parser("run", help="launch an execution of a step (`vhtui run` lists the steps, "
                                "`vhtui run STEP --help` its options)", add_help=False)
-    for group in (exec, data, deploy, runner):
+    for group in (exec, data, deploy, runner, pipeline):
         group.add_parser(sub)
     return parser
 
@@ -129,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         arguments = arguments[2:]
     if arguments[:1] == ["run"]:  # its options come from the step, so it parses its own arguments
         return _run(arguments[1:])
+    if arguments[:1] == ["pipeline"]:  # any arguments get the same one line
+        from vhtui.cli import pipeline
+
+        return _guarded(lambda: pipeline.refuse(arguments[1:]))
     args: Any = None
 
     def parse() -> int:

@@ -40,7 +40,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     ctx = open_context()
-    doc = execution_document(ctx, execution_by_ref(ctx, args.execution), full=True)
+    execution = execution_by_ref(ctx, args.execution)
+    if args.script:
+        sys.stdout.write(execution["command"])
+        return 0
+    doc = execution_document(ctx, execution, full=True)
     if args.json:
         print_json(doc)
         return 0
@@ -154,7 +158,10 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_list)
     p = actions.add_parser("info", help="everything recorded about one execution")
     p.add_argument("execution", metavar="N")
-    p.add_argument("--json", action="store_true")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true")
+    shown.add_argument("--script", action="store_true",
+                       help="the job script as the runner runs it: the step's commands and vhtui's own lines")
     p.set_defaults(func=cmd_info)
     p = actions.add_parser("logs", help="an execution's log")
     p.add_argument("execution", metavar="N")

@@ -25,6 +25,15 @@ def duration(execution: dict[str, Any]) -> float | None:
     return round((execution.get("ended_at") or time.time()) - execution["started_at"], 3)
 
 
+def commands(execution: dict[str, Any]) -> list[str]:
+    """The step's commands as valohai.yaml writes them, parameters filled in: what Valohai shows as
+    an execution's command, not vhtui's job script around them. A row from before they were kept
+    apart (store schema 5) has only the script, which is shown instead."""
+    if execution.get("commands") is None:
+        return execution["command"].strip().splitlines()
+    return execution["commands"]
+
+
 def execution_document(ctx: Context, execution: dict[str, Any], full: bool = False) -> dict[str, Any]:
     """An execution in Valohai's API field names; `full` adds its command, inputs and outputs."""
     doc: dict[str, Any] = {
@@ -37,7 +46,7 @@ def execution_document(ctx: Context, execution: dict[str, Any], full: bool = Fal
     }
     if full:
         doc.update({
-            "image": execution["image"], "command": execution["command"],
+            "image": execution["image"], "command": "\n".join(commands(execution)),
             "commit": execution["code_version"], "environment_variables": execution["environment"],
             "time_limit": execution["spec"].get("time_limit"),
             "no_output_timeout": execution["spec"].get("no_output_timeout"),

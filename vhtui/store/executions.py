@@ -12,7 +12,8 @@ from vhtui.store.db import Database, decode, dumps
 ACTIVE_STATUSES = ("created", "queued", "started", "stopping")
 FINAL_STATUSES = ("complete", "error", "stopped", "crashed")
 STATUSES = ACTIVE_STATUSES + FINAL_STATUSES
-JSON_FIELDS = ("parameters", "code_version", "environment", "spec", "runner_state", "metadata_summary")
+JSON_FIELDS = ("parameters", "code_version", "environment", "spec", "runner_state", "metadata_summary",
+               "commands")
 
 
 def _decode(row: sqlite3.Row | None) -> dict[str, Any] | None:

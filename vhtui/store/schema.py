@@ -203,4 +203,9 @@ MIGRATIONS: list[str] = [
         replace(replace(replace(metadata_summary, '-Infinity', '"-inf"'), 'Infinity', '"inf"'), 'NaN', '"nan"')
         WHERE json_valid(metadata_summary) = 0;
     """,
+    # 5: the step's commands as valohai.yaml writes them, parameters filled in, kept apart from the
+    # job script (`command`) that runs them; NULL in rows from before, which show their script instead
+    """
+    ALTER TABLE executions ADD COLUMN commands TEXT;
+    """,
 ]

@@ -17,6 +17,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Static, TabbedContent, TabPane
 
 from vhtui.data.datums import DatumStore
+from vhtui.engine import registry
+from vhtui.engine.documents import commands
 from vhtui.store import Database
 from vhtui.store import datums as datum_rows
 from vhtui.store import executions as execution_rows
@@ -47,7 +49,10 @@ def overview_table(execution: dict[str, Any], inputs: list[dict[str, Any]], prod
     table.add_row("step", execution["step"])
     if execution["title"]:
         table.add_row("title", execution["title"])
-    table.add_row("runner", f"{execution['runner']} ({execution['spec'].get('env_mode', 'venv')} environment)")
+    runner = execution["runner"]
+    if registry.has_env_mode(runner):
+        runner += f" ({execution['spec'].get('env_mode', 'venv')} environment)"
+    table.add_row("runner", runner)
     table.add_row("image", execution["image"] or "—")
     table.add_row("created", _when(execution["created_at"]))
     table.add_row("started", _when(execution["started_at"]))
@@ -76,7 +81,7 @@ def overview_table(execution: dict[str, Any], inputs: list[dict[str, Any]], prod
         table.add_row("gpus", str(gpus))
     for key, value in execution["metadata_summary"].items():
         table.add_row(f"metric {key}", metric_text(value))
-    table.add_row("command", Text(execution["command"].strip(), style="cyan"))
+    table.add_row("command", Text("\n".join(commands(execution)), style="cyan"))
     return table
 
 
