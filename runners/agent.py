@@ -194,7 +194,7 @@ def keep(run_dir: Path) -> int:
                 return finish(None, "stopped while queued")
     try:
         runner = get_runner(config["backend"], envs_dir=Path(config["state_dir"]) / "envs",
-                            hidden=[Path(config["state_dir"])])  # its token and the other runs' files
+                            state_dir=Path(config["state_dir"]))  # hidden: its token, the other runs' files
         env = dict(request["env"])
         secrets = request.get("secret_env", {})
         env.update(secrets)
@@ -409,7 +409,7 @@ def create_app(config: AgentConfig) -> Any:
     async def layout(request: Request) -> Any:
         """Fixed folders where the command sees Valohai's (Docker, or a sandboxed local run);
         otherwise each run's own folder under runs_dir."""
-        if config.backend == "docker" or await asyncio.to_thread(sandbox.unavailable) is None:
+        if config.backend == "docker" or await asyncio.to_thread(sandbox.unavailable, config.state_dir) is None:
             return _json({"backend": config.backend, "folders": VALOHAI_FOLDERS})
         return _json({"backend": config.backend, "runs_dir": str(config.runs_dir.resolve())})
 

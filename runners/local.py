@@ -70,8 +70,9 @@ class LocalRunner:
     """Runs a RunSpec's job script (runners.script_argv) in a new process group.
 
     `envs_dir` is where layered venvs are kept; `gpus` is the GPU setting ("auto" asks NVML);
-    `hidden` are folders a sandboxed command must not see (the store), `envs_dir` excepted;
-    `sandbox` False runs every command at the real paths even where a namespace could be made.
+    `state_dir` (the store) is hidden from a sandboxed command, `envs_dir` excepted, and keeps
+    what the runner learnt of this host; `sandbox` False runs every command at the real paths
+    even where a namespace could be made.
     Spec options: `env_mode` is "venv" (default: a layered venv over `python`) or "current" (the
     caller's environment as it is).
     """
@@ -80,16 +81,16 @@ class LocalRunner:
     uses_host_slots = True
     resumable = False  # a local run's pipes die with its owner: it can never be adopted
 
-    def __init__(self, envs_dir: str | Path | None = None, gpus: Any = "auto", hidden: Any = (),
+    def __init__(self, envs_dir: str | Path | None = None, gpus: Any = "auto", state_dir: str | Path | None = None,
                  sandbox: bool = True, **_: Any) -> None:
         self.envs_dir = Path(envs_dir) if envs_dir else Path.home() / ".cache" / "vhtui-envs"
         self.gpus = gpus
-        self.hidden = [Path(p) for p in hidden]
+        self.state_dir = Path(state_dir) if state_dir else None
         self.wants_sandbox = sandbox
 
     def sandbox_problem(self) -> str | None:
         """None when runs get their own /valohai; otherwise why they run at real paths."""
-        return sandbox.unavailable() if self.wants_sandbox else "turned off (local_sandbox = false)"
+        return sandbox.unavailable(self.state_dir) if self.wants_sandbox else "turned off (local_sandbox = false)"
 
     @property
     def protects_inputs(self) -> bool:  # type: ignore[override]
@@ -116,7 +117,8 @@ class LocalRunner:
             seen_as = f"{sandbox.FOLDERS['config']}/{spec.script.relative_to(spec.config_dir)}"
             folders = {"repository": spec.repository_dir, "inputs": spec.inputs_dir,
                        "outputs": spec.outputs_dir, "config": spec.config_dir}
-            argv = sandbox.wrap(script_argv(spec.script, seen_as), folders, self.hidden, [self.envs_dir])
+            hidden = [self.state_dir] if self.state_dir else []
+            argv = sandbox.wrap(script_argv(spec.script, seen_as), folders, hidden, [self.envs_dir])
         else:
             argv = script_argv(spec.script, str(spec.script))
         try:

@@ -204,3 +204,26 @@ def test_bad_sandbox_and_owner_settings_are_one_line(valohai: Project, variable:
     result = valohai.vhtui("run", "sourcing", check=False, **{variable: value})
     assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert variable in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_sandbox_probe_is_remembered_until_what_it_depends_on_changes(tmp_path: Path) -> None:
+    """A launch reads the remembered answer instead of making a namespace; another boot, user or
+    bubblewrap (the key), or a damaged file, asks the kernel again."""
+    real = sandbox._probe()
+    probe_file = tmp_path / sandbox.PROBE_FILE
+
+    def ask() -> str | None:
+        sandbox.unavailable.cache_clear()
+        return sandbox.unavailable(tmp_path)
+
+    try:
+        assert ask() == real and json.loads(probe_file.read_text())["problem"] == real
+        remembered = json.loads(probe_file.read_text())
+        probe_file.write_text(json.dumps({**remembered, "problem": "as remembered"}))
+        assert ask() == "as remembered"
+        probe_file.write_text(json.dumps({"key": "another boot", "problem": "as remembered"}))
+        assert ask() == real and json.loads(probe_file.read_text()) == remembered
+        probe_file.write_text("{not json")
+        assert ask() == real
+    finally:
+        sandbox.unavailable.cache_clear()

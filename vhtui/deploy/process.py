@@ -239,7 +239,8 @@ def _ports_phrase(ports: set[int]) -> str:
 def server_runner(ctx: Context) -> Runner:
     """Endpoint servers run as local processes on this host, each in its own /valohai as executions
     are (their files there, the rest of the store out of sight)."""
-    return get_runner("local", envs_dir=ctx.home.envs, hidden=[ctx.home.root], sandbox=ctx.settings.local_sandbox)
+    return get_runner("local", envs_dir=ctx.home.envs, state_dir=ctx.home.root,
+                      sandbox=ctx.settings.local_sandbox)
 
 
 # -- control, from the CLI and the TUI ------------------------------------------------------------

@@ -161,8 +161,6 @@ def _supervisor_main() -> Callable[[list[str]], int]:
     (with the runners of this host, which a standby would otherwise import once it has work)."""
     import runners.docker  # noqa: F401
     import runners.local  # noqa: F401
-    from runners import sandbox
     from vhtui.engine import supervisor
 
-    sandbox.unavailable()  # its probe makes a real namespace once (~15 ms): in a standby, that overlaps the CLI
     return supervisor.main

@@ -104,7 +104,7 @@ def has_env_mode(name: str) -> bool:
 def open_runner(ctx: Context, name: str) -> Runner:
     """The runner an execution names: built in, or a registered agent."""
     if name in BUILT_IN:
-        return get_runner(name, envs_dir=ctx.home.envs, gpus=ctx.settings.gpus, hidden=[ctx.home.root],
+        return get_runner(name, envs_dir=ctx.home.envs, gpus=ctx.settings.gpus, state_dir=ctx.home.root,
                           sandbox=ctx.settings.local_sandbox)
     entry = registered(ctx).get(name)
     if entry is None:
