@@ -1,8 +1,10 @@
 """The workbench app: screens, global keys, the command palette, and watching the store.
 
 The app holds no state the store does not have. It notices other processes' commits with SQLite's
-`PRAGMA data_version` (a cheap read, polled twice a second) and tells the active screen, which
-refetches only what it shows; every few seconds it reconciles crashed supervisors in a worker.
+`PRAGMA data_version` (a cheap read, polled twice a second), and its own writes, and tells the
+active screen, which refetches only what it shows. A screen that was covered while things changed
+is told the moment it shows again, so every list equals what the store holds whether or not it was
+on screen. Every few seconds it reconciles crashed supervisors in a worker.
 
 A store that can no longer be read (damaged, or removed or replaced under the open connection,
 which would go on reading the old file) puts `StoreLostScreen` in place of every screen, whether
@@ -14,6 +16,7 @@ command's crash: one line and a non-zero exit, the traceback in a file.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -22,6 +25,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
 from textual.dom import DOMNode
+from textual.screen import Screen
 from textual import work
 from textual.worker import WorkerFailed
 
@@ -69,6 +73,8 @@ class VhtuiApp(App[None]):
         self.project_root: Path | None = None
         self.watch_interval = watch_interval
         self._data_version: int | None = None
+        self._own_writes = 0  # which do not move data_version for our own connection
+        self._seen_by: weakref.WeakKeyDictionary[Screen[Any], tuple[int | None, int]] = weakref.WeakKeyDictionary()
         self.store_lost: str | None = None  # why the store can no longer be read, once it cannot
         self.crashed_with: BaseException | None = None
         self._loop_task: asyncio.Task[Any] | None = None
@@ -103,9 +109,24 @@ class VhtuiApp(App[None]):
         except StoreError as exc:
             self.show_store_lost(str(exc))
             return
-        if version != self._data_version:
-            self._data_version = version
-            self.screen.post_message(StoreChanged())
+        self._data_version = version
+        self._tell_screen()
+
+    def _tell_screen(self) -> None:
+        """Post StoreChanged to the active screen if the store changed since it last heard."""
+        if self.store_lost is not None or not self.screen_stack:
+            return
+        screen = self.screen
+        change = (self._data_version, self._own_writes)
+        if self._seen_by.get(screen) != change:
+            self._seen_by[screen] = change
+            screen.post_message(StoreChanged())
+
+    def pop_screen(self) -> Any:
+        """The screen shown again learns at once what changed while it was covered."""
+        result = super().pop_screen()
+        self.call_later(self._tell_screen)
+        return result
 
     def show_store_lost(self, reason: str) -> None:
         """Replace every screen by the reason (once): they show what the store held."""
@@ -149,8 +170,10 @@ class VhtuiApp(App[None]):
         self._exit_renderables.clear()
 
     def store_changed_here(self) -> None:
-        """Our own writes do not move data_version for our connection: announce them."""
-        self.screen.post_message(StoreChanged())
+        """Our own writes do not move data_version for our connection: announce them (to the
+        screens under this one too, once they show)."""
+        self._own_writes += 1
+        self._tell_screen()
 
     @work(thread=True, exclusive=True, group="reconcile")
     def _reconcile(self) -> None:

@@ -127,6 +127,7 @@ class ExecutionTable(ScrollView, can_focus=True):
         self.selected: set[int] = set()
         self.metric_keys: list[str] = []
         self.param_keys: list[str] = []
+        self._generation = 0  # of reloads: a count begun before the latest one is stale
 
     # -- data ---------------------------------------------------------------------------
     def reload(self) -> None:
@@ -136,12 +137,13 @@ class ExecutionTable(ScrollView, can_focus=True):
         counting every match cannot, so it never holds up a keystroke.
         """
         keep = self.current_id()
+        self._generation += 1
         self._fetch_window(force=True)
         if len(self.window) < self._window_limit():  # the window holds the end: the total is known
             self._set_total(self.window_start + len(self.window))
         else:
             self._set_total(max(self.total, self.window_start + len(self.window)))
-            self._count_in_background(self.query.parts())
+            self._count_in_background(self.query.parts(), self._generation)
         metrics: Counter[str] = Counter()
         params: Counter[str] = Counter()
         for recent in self.window[:50]:
@@ -166,14 +168,19 @@ class ExecutionTable(ScrollView, can_focus=True):
         self.post_message(self.Counted(total))
 
     @work(thread=True, exclusive=True, group="count")
-    def _count_in_background(self, parts: dict[str, str | None]) -> None:
+    def _count_in_background(self, parts: dict[str, str | None], generation: int) -> None:
         db = open_database(self.db.path)
         try:
             total = execution_rows.count(db, self.project_id, **parts)
         finally:
             db.close()
-        if parts == self.query.parts():  # a newer filter would have started its own count
-            self.app.call_from_thread(self._set_total, total)
+        self.app.call_from_thread(self._counted, total, generation)
+
+    def _counted(self, total: int, generation: int) -> None:
+        """A count is taken only if no reload came since (a newer filter, sort or change), which
+        would have started its own: an older count would hide the newest rows."""
+        if generation == self._generation:
+            self._set_total(total)
 
     def _window_limit(self) -> int:
         return self.body_height * 3
