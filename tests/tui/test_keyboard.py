@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 import pytest
+from typing import Any
 
 from tests.tui import seed
 from tests.tui.waiting import until
@@ -18,6 +19,7 @@ from vhtui.tui.app import VhtuiApp
 from vhtui.tui.screens.execution import ExecutionScreen
 from vhtui.tui.screens.executions import ExecutionsScreen
 from vhtui.tui.widgets.execution_table import ExecutionTable
+from vhtui.tui.widgets.metadata_panel import MetadataPanel
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -116,3 +118,81 @@ async def test_a_count_begun_before_the_latest_change_is_not_taken(seeded: tuple
         assert t.total == 7
         t._counted(7, t._generation)
         assert t.total == 7
+
+
+async def open_execution(pilot: Any, app: VhtuiApp, counter: int) -> None:
+    while table(app).row(table(app).cursor)["counter"] != counter:  # type: ignore[index]
+        await pilot.press("j")
+    await pilot.press("enter")
+    await until(pilot, lambda: isinstance(app.screen, ExecutionScreen))
+
+
+def footer_keys(app: VhtuiApp) -> set[str]:
+    """The keys the footer lists now."""
+    return {binding.key for (_, binding, enabled, _) in app.screen.active_bindings.values() if binding.show}
+
+
+async def test_a_tabs_keys_act_the_moment_it_shows(seeded: tuple[Context, Path]) -> None:
+    ctx, root = seeded
+    app = VhtuiApp(ctx, root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await open_execution(pilot, app, 4)  # the longer training run: its overview scrolls at 80x24
+        screen = app.screen
+        overview = screen.query_one("#overview-scroll")
+        assert overview.max_scroll_y >= 2
+        await pilot.press("j")
+        assert overview.scroll_y == 1
+        await pilot.press("k")
+        assert overview.scroll_y == 0
+        await pilot.press("pagedown")
+        await until(pilot, lambda: overview.scroll_y == overview.max_scroll_y)
+
+        await pilot.press("2")  # Logs: f (follow) acts at once, and the footer lists it
+        log = screen.query_one("#log")
+        assert log.has_focus and "f" in footer_keys(app)
+        following = log.follow
+        await pilot.press("f")
+        assert log.follow is not following
+
+        await pilot.press("3")  # Metadata: t (table) acts at once
+        panel = screen.query_one(MetadataPanel)
+        assert panel.has_focus_within and {"l", "m", "x", "t", "e"} <= footer_keys(app)
+        await pilot.press("t")
+        assert panel.query_one("#metadata-views").current == "metadata-table-view"
+
+        for key, tab in (("4", "outputs"), ("1", "overview"), ("2", "logs"), ("5", "lineage"), ("3", "metadata")):
+            await pilot.press(key)
+            await pilot.pause(0.1)  # it used to snap back to Metadata about 50 ms later
+            assert screen.query_one("TabbedContent").active == tab
+            assert screen.query_one(f"#{tab}").has_focus_within
+
+
+def header(app: VhtuiApp) -> str:
+    from textual.widgets import Header
+
+    return app.screen.query_one(Header).screen_sub_title
+
+
+async def test_each_screen_names_itself_in_the_header_when_it_shows(seeded: tuple[Context, Path]) -> None:
+    ctx, root = seeded
+    app = VhtuiApp(ctx, root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert header(app) == "quickstart"
+        await pilot.press("space", "space", "c")  # compare #7 and #6
+        await until(pilot, lambda: header(app) == "compare #6 #7")
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, ExecutionsScreen))
+        assert header(app) == "quickstart"
+        await open_execution(pilot, app, 2)
+        assert header(app).startswith("#2 train · complete")
+        await pilot.press("5", "enter")  # lineage: the producer of its input, #1
+        await until(pilot, lambda: header(app).startswith("#1 preprocess"))
+        await pilot.press("escape")
+        await until(pilot, lambda: header(app).startswith("#2 train"))
+        for key, name in (("D", "data · quickstart"), ("P", "projects"), ("R", "runners")):
+            await pilot.press(key)
+            await until(pilot, lambda: header(app) == name)
+            await pilot.press("escape")
+            await until(pilot, lambda: header(app).startswith("#2 train"))

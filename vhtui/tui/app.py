@@ -198,7 +198,6 @@ class VhtuiApp(App[None]):
             return
         self.project_id = project_id
         self.project_root = Path(project["path"])
-        self.sub_title = project["name"]
         while len(self.screen_stack) > 1:
             self.pop_screen()
         self.push_screen(ExecutionsScreen(project_id))

@@ -127,7 +127,7 @@ class AliasCompareScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.app.sub_title = f"{self.deployment}: {self.aliases[0]} vs {self.aliases[1]}"
+        self.sub_title = f"{self.deployment}: {self.aliases[0]} vs {self.aliases[1]}"
         for index, alias in enumerate(self.aliases):
             self.query_one(f"#side-{index}").border_title = alias
             self.query_one(f"#chart-{index}", MetricChart).x_label = "seconds"

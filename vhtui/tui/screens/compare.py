@@ -59,7 +59,7 @@ class CompareScreen(Screen[None]):
         db = workbench(self.app).ctx.db
         executions = [e for e in (execution_rows.get(db, i) for i in self.execution_ids) if e]
         self.executions = executions
-        self.app.sub_title = "compare " + " ".join(f"#{e['counter']}" for e in executions)
+        self.sub_title = "compare " + " ".join(f"#{e['counter']}" for e in executions)
         self.query_one("#parameters", Static).update(parameter_table(executions))
         keys: list[str] = []
         for execution in executions:

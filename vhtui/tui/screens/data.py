@@ -15,6 +15,7 @@ from vhtui.data.datums import DatumStore
 from vhtui.errors import VhtuiError
 from vhtui.store import Database
 from vhtui.store import datums as datum_rows
+from vhtui.store import projects as project_rows
 from vhtui.tui.messages import StoreChanged
 from vhtui.tui.widgets.status_line import StatusLine
 from vhtui.tui.workbench import workbench
@@ -52,6 +53,8 @@ class DataScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        project = project_rows.get(self.db, self.project_id)
+        self.sub_title = f"data · {project['name']}" if project else "data"
         self.query_one("#data-input", Input).display = False
         self.query_one(DataTable).add_columns("name", "size", "producer", "aliases", "tags", "created", "datum")
         self.refresh_rows()

@@ -38,7 +38,7 @@ class DeploymentsScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.app.sub_title = "deployments"
+        self.sub_title = "deployments"
         table = self.query_one(DataTable)
         table.add_columns("deployment", "version", "aliases", "endpoint", "status", "port", "requests", "req/s",
                           "errors", "p50 ms", "files")

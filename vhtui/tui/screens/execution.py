@@ -85,6 +85,20 @@ def overview_table(execution: dict[str, Any], inputs: list[dict[str, Any]], prod
     return table
 
 
+class OverviewScroll(VerticalScroll):
+    """The overview, scrolled from the keyboard as every list here is (j/k as well as the arrows)."""
+
+    BINDINGS = [
+        Binding("j", "scroll_down", "Down", show=False, id="overview.down"),
+        Binding("k", "scroll_up", "Up", show=False, id="overview.up"),
+    ]
+
+
+# the widget of each tab that takes the keys the moment the tab shows (its keys act, the footer lists them)
+TAB_FOCUS = {"overview": "#overview-scroll", "logs": "#log", "metadata": "#metadata-keys",
+             "outputs": "#outputs-table", "lineage": "#upstream"}
+
+
 class ExecutionScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back", id="execution.back"),
@@ -121,7 +135,7 @@ class ExecutionScreen(Screen[None]):
         yield Header()
         with TabbedContent(initial="overview"):
             with TabPane("Overview", id="overview"):
-                yield VerticalScroll(Static(id="overview-body", classes="overview"))
+                yield OverviewScroll(Static(id="overview-body", classes="overview"), id="overview-scroll")
             with TabPane("Logs", id="logs"):
                 yield LogView(home.log_path(self.execution_id), id="log")
             with TabPane("Metadata", id="metadata"):
@@ -147,6 +161,7 @@ class ExecutionScreen(Screen[None]):
         for table_id in ("#upstream", "#downstream"):
             self.query_one(table_id, DataTable).add_columns("#", "step", "status", "through")
         self.refresh_data()
+        self._focus_tab("overview")
 
     def on_store_changed(self, message: StoreChanged) -> None:
         self.refresh_data()
@@ -160,7 +175,7 @@ class ExecutionScreen(Screen[None]):
         if run_version != self._run_version:
             self._run_version = run_version
             project = project_rows.get(self.db, execution["project_id"])
-            self.app.sub_title = f"#{execution['counter']} {execution['step']} · {execution['status']} · " \
+            self.sub_title = f"#{execution['counter']} {execution['step']} · {execution['status']} · " \
                                  f"{project['name'] if project else ''}"
             inputs = execution_rows.inputs_of(self.db, self.execution_id)
             input_datums = {i["datum_id"]: datum_rows.get(self.db, i["datum_id"]) for i in inputs if i["datum_id"]}
@@ -224,6 +239,16 @@ class ExecutionScreen(Screen[None]):
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
+        self._focus_tab(tab)
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        """A tab chosen on the tab bar (a click, or the arrows there) takes the keys as `1`-`5` do."""
+        focused = self.focused
+        if event.pane.id in TAB_FOCUS and (focused is None or event.pane not in focused.ancestors_with_self):
+            self._focus_tab(event.pane.id)
+
+    def _focus_tab(self, tab: str) -> None:
+        self.query_one(TAB_FOCUS[tab]).focus()
 
     def action_stop(self) -> None:
         confirm_and_stop(self.app, self.load())

@@ -9,6 +9,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input
 
+from vhtui.store import projects as project_rows
 from vhtui.tui.messages import StoreChanged
 from vhtui.tui.widgets.status_line import StatusLine
 from vhtui.tui.actions import confirm_and_stop, rerun
@@ -42,6 +43,8 @@ class ExecutionsScreen(Screen[None]):
         return self.query_one(ExecutionTable)
 
     def on_mount(self) -> None:
+        project = project_rows.get(workbench(self.app).ctx.db, self.project_id)
+        self.sub_title = project["name"] if project else ""
         self.table.focus()
         self.call_after_refresh(self._reload)
 

@@ -99,6 +99,7 @@ class LaunchScreen(Screen[None]):
         self._build_fields()
 
     def _build_fields(self) -> None:
+        self.sub_title = f"launch {self.step.name}"
         box = self.query_one("#step-fields", Vertical)
         box.remove_children()
         values = self.prefill.get("parameters", {}) if self.prefill.get("step", self.step.name) == self.step.name \

@@ -16,6 +16,7 @@ from vhtui.tui.workbench import workbench
 
 
 class ProjectsScreen(Screen[None]):
+    SUB_TITLE = "projects"
     BINDINGS = [Binding("escape", "back", "Back", id="projects.back")]
 
     def compose(self) -> ComposeResult:

@@ -24,6 +24,7 @@ REFRESH_S = 5.0
 
 
 class RunnersScreen(Screen[None]):
+    SUB_TITLE = "runners"
     BINDINGS = [Binding("escape", "back", "Back", id="runners.back"),
                 Binding("r", "refresh", "Refresh", id="runners.refresh")]
 

@@ -10,6 +10,7 @@ from textual.widgets import Footer, Header, Label
 
 
 class StoreLostScreen(Screen[None]):
+    SUB_TITLE = "store lost"
     def __init__(self, reason: str) -> None:
         super().__init__()
         self.reason = reason
