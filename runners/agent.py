@@ -229,7 +229,8 @@ def keep(run_dir: Path) -> int:
                     threading.Thread(target=runner.stop, args=(handle, grace), daemon=True).start()
             for stream in ("stdout", "stderr"):
                 append(stream, mask.feed(stream, b"", final=True))
-            for entry in contained_entries(spec.outputs_dir):  # said before the end, so the stream carries it
+            seen_at = runner.visible_paths({"outputs": spec.outputs_dir}, spec.run_id)["outputs"]
+            for entry in contained_entries(spec.outputs_dir, seen_at):  # said before the end, so the stream carries it
                 if entry.kind == "skipped":
                     line = f"vhtui agent: output {entry.name} was not stored: it is {entry.why}\n"
                     append("stderr", mask.feed("stderr", line.encode(), final=True))
@@ -376,6 +377,10 @@ def create_app(config: AgentConfig) -> Any:
     config.runs_dir.mkdir(parents=True, exist_ok=True)
     positions: dict[str, tuple[int, int]] = {}  # run id -> last frame position served (a resume hint)
 
+    def _sees_valohai_folders() -> bool:
+        """Whether a job here sees its folders at Valohai's paths (Docker, or a sandboxed local run)."""
+        return config.backend == "docker" or sandbox.unavailable(config.state_dir) is None
+
     def folder_of(request: Request, must_exist: bool = True) -> RunFolder:
         run_id = request.path_params["run_id"]
         if not RUN_ID.match(run_id):
@@ -409,7 +414,7 @@ def create_app(config: AgentConfig) -> Any:
     async def layout(request: Request) -> Any:
         """Fixed folders where the command sees Valohai's (Docker, or a sandboxed local run);
         otherwise each run's own folder under runs_dir."""
-        if config.backend == "docker" or await asyncio.to_thread(sandbox.unavailable, config.state_dir) is None:
+        if await asyncio.to_thread(_sees_valohai_folders):
             return _json({"backend": config.backend, "folders": VALOHAI_FOLDERS})
         return _json({"backend": config.backend, "runs_dir": str(config.runs_dir.resolve())})
 
@@ -549,7 +554,8 @@ def create_app(config: AgentConfig) -> Any:
         folder = folder_of(request)
         readonly = request.query_params.get("readonly") == "1"
         only = (lambda st: not st.st_mode & 0o222) if readonly else None  # final, as the collector reads it
-        chunks = pack({"outputs": folder.root / "outputs"}, only, contained=True)  # the job wrote them
+        seen_at = {"outputs": VALOHAI_FOLDERS["outputs"]} if await asyncio.to_thread(_sees_valohai_folders) else None
+        chunks = pack({"outputs": folder.root / "outputs"}, only, contained=True, seen_at=seen_at)  # the job wrote them
         return StreamingResponse(_iterate_in_thread(chunks), media_type="application/x-tar")
 
     async def delete(request: Request) -> Any:

@@ -111,10 +111,11 @@ class Entry(NamedTuple):
     path: str = ""  # for a file: the file to read, relative to the folder (a link's target inside)
 
 
-def contained_entries(root: Path) -> Iterator[Entry]:
+def contained_entries(root: Path, seen_at: str | None = None) -> Iterator[Entry]:
     """What `root` holds, in order, without ever following a link out of it: a link to a file
     inside is that file; a link to a folder, one leaving `root`, one to nothing, and anything that
-    is not a plain file or folder are skipped, each with the reason."""
+    is not a plain file or folder are skipped, each with the reason. `seen_at` is where the job saw
+    `root` (/valohai/outputs): an absolute link it made there names a file inside."""
     if root.is_symlink():  # the folder itself replaced by a link (to /, say): nothing in it is its own
         return
     real_root = os.path.realpath(root)
@@ -135,7 +136,7 @@ def contained_entries(root: Path) -> Iterator[Entry]:
             elif not stat.S_ISLNK(mode):
                 yield Entry(rel, "skipped", "not a plain file")
             else:
-                link, target = os.readlink(path), os.path.realpath(path)
+                link, target = os.readlink(path), link_target(path, real_root, seen_at)
                 if not target.startswith(real_root + os.sep):
                     yield Entry(rel, "skipped", f"a link to {link}, {where}")
                 elif os.path.isdir(target):
@@ -147,6 +148,15 @@ def contained_entries(root: Path) -> Iterator[Entry]:
                     yield Entry(rel, "file", path=os.path.relpath(target, real_root).replace(os.sep, "/"))
                 else:
                     yield Entry(rel, "skipped", f"a link to {link}, which is not a plain file")
+
+
+def link_target(path: str, real_root: str, seen_at: str | None) -> str:
+    """Where the link at `path` leads, as the job that made it meant it: an absolute link into the
+    folder as the job saw it (`seen_at`) is read against the folder's real place `real_root`."""
+    link = os.readlink(path)
+    if seen_at and os.path.isabs(link) and (link == seen_at or link.startswith(seen_at.rstrip("/") + "/")):
+        return os.path.realpath(os.path.join(real_root, os.path.relpath(link, seen_at)))
+    return os.path.realpath(path)
 
 
 def open_inside(root: Path, rel: str) -> int:
@@ -170,12 +180,13 @@ def open_inside(root: Path, rel: str) -> int:
 
 
 def pack(dirs: dict[str, Path], only: Callable[[os.stat_result], bool] | None = None,
-         contained: bool = False) -> Iterator[bytes]:
+         contained: bool = False, seen_at: dict[str, str] | None = None) -> Iterator[bytes]:
     """A tar stream of each directory under its name, produced by a thread as it is consumed; it
     holds files and folders only. `only(stat)` may filter the files (for example, only the
     read-only ones). Links are sent as the files they name: anywhere (our own folders: inputs are
     links into a cache), or with `contained` only inside the folder, read as `contained_entries`
-    says (a job's outputs: what it links to outside is the host's, not its own)."""
+    says (a job's outputs: what it links to outside is the host's, not its own), each folder
+    read as the job saw it (`seen_at`: its name -> where the job saw it)."""
     chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
 
     class Writer:
@@ -195,7 +206,7 @@ def pack(dirs: dict[str, Path], only: Callable[[os.stat_result], bool] | None = 
             tar.addfile(info)
 
     def add_contained(tar: tarfile.TarFile, root: Path, name: str) -> None:
-        for entry in contained_entries(root):
+        for entry in contained_entries(root, (seen_at or {}).get(name)):
             arcname = f"{name}/{entry.name}"
             try:  # gone, or changed since into something that is not followed: left out
                 if entry.kind == "folder":

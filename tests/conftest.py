@@ -33,6 +33,20 @@ def poll(what: str, condition: Any, timeout: float = 60, interval: float = 0.05)
     return value
 
 
+def live_processes_with(argument: str) -> list[int]:
+    """Host pids (not zombies) whose command line holds `argument`: a sandboxed run has its own
+    pid namespace, so the pid its shell sees means nothing out here."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and argument.encode() in (entry / "cmdline").read_bytes().split(b"\0") \
+                    and "Z" not in (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
 @pytest.fixture
 def vh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "vhtui-home"

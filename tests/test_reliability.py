@@ -16,12 +16,13 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.conftest import poll
+from tests.conftest import live_processes_with, poll
 from tests.test_runners import STUBBORN, assert_given_its_grace_then_killed
 
 if TYPE_CHECKING:
@@ -215,8 +216,8 @@ HOLD_YAML = """\
 """
 
 HOLD_SH = """\
-sleep 300 &
-echo $! > "$PIDFILE.tmp"
+sleep "$HOLD_MARK" &  # found by its unique argument: a sandboxed run's $! is its own namespace's
+echo started > "$PIDFILE.tmp"
 mv "$PIDFILE.tmp" "$PIDFILE"
 i=0
 while [ $i -lt 600 ]; do  # 2 min at most, should anything fail to kill it
@@ -231,11 +232,12 @@ def test_sigkilled_supervisor_is_reported_crashed_and_its_processes_killed(proje
     project.write("valohai.yaml", HOLD_YAML)
     project.write("hold.sh", HOLD_SH)
     pidfile = tmp_path / "grandchild.pid"
-    counter = project.run("hold", *CURRENT, "--env-var", f"PIDFILE={pidfile}")
+    mark = f"300.{uuid.uuid4().int % 10**9}"
+    counter = project.run("hold", *CURRENT, "--env-var", f"PIDFILE={pidfile}", "--env-var", f"HOLD_MARK={mark}")
     try:
         project.wait_for_status(counter, "started", timeout=30)
-        poll("the command to write its grandchild's pid", pidfile.exists, timeout=30)
-        grandchild = int(pidfile.read_text().strip())
+        poll("the command to start its grandchild", pidfile.exists, timeout=30)
+        [grandchild] = poll("the grandchild", lambda: live_processes_with(mark), timeout=10)
         row = _row(project, counter)
         supervisor_pid = row["supervisor_pid"]
         pgid = int(json.loads(row["runner_state"])["pgid"])
@@ -256,10 +258,10 @@ def test_sigkilled_supervisor_is_reported_crashed_and_its_processes_killed(proje
         # dead for good: it is not brought back, and the verdict stays
         assert project.info(counter)["status"] == "crashed"
     finally:  # never leave a `sleep 300` behind, whatever failed
-        if pidfile.exists():
+        for pid in live_processes_with(mark):
             try:
-                os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
                 pass
 
 

@@ -16,7 +16,7 @@ from typing import cast
 
 import pytest
 
-from runners import ResumableRunner, RunLost, Runner, RunSpec, get_runner
+from runners import ResumableRunner, RunLost, Runner, RunSpec, get_runner, sandbox
 from tests.agent_helper import TOKEN, Agent
 from tests.conftest import poll
 from tests.test_runners import IMAGE, NO_DOCKER, docker_ready, require
@@ -55,7 +55,8 @@ def test_a_runner_says_what_it_can_do(runner: Runner) -> None:
     assert runner.kind in ("local", "docker", "remote")
     assert {type(runner.uses_host_slots), type(runner.protects_inputs), type(runner.resumable)} == {bool}
     assert runner.uses_host_slots is (runner.kind != "remote")
-    assert runner.protects_inputs is (runner.kind != "local")
+    # a local run protects its inputs only in its own namespace (read-only there)
+    assert runner.protects_inputs is (runner.kind != "local" or sandbox.unavailable() is None)
     assert runner.resumable is (runner.kind == "remote") and hasattr(runner, "reattach") is runner.resumable
     health = runner.health()
     assert health["health"] == "ok" and health["gpus"] == []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project
+from tests.conftest import Project, live_processes_with
 
 
 def test_valohai_utils_script_runs_unchanged(project: Project) -> None:
@@ -329,20 +329,6 @@ def test_json_listing_for_scripts(project: Project) -> None:
     assert csv_text.splitlines()[0] == "_seq,_time,loss" and csv_text.splitlines()[1].endswith(",0.5")
 
 
-def _live_processes_with(argument: str) -> list[int]:
-    """Host pids (not zombies) whose command line holds `argument`: a sandboxed run has its own
-    pid namespace, so the pid its shell sees means nothing out here."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and argument.encode() in (entry / "cmdline").read_bytes().split(b"\0") \
-                    and "Z" not in (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]:
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
 @pytest.mark.parametrize("sandbox", ["1", "0"], ids=["own-namespace", "real-paths"])
 def test_nothing_the_command_started_outlives_it(project: Project, sandbox: str) -> None:
     duration = f"300.{uuid.uuid4().int % 10**9}"  # names this test's sleep among all processes
@@ -358,6 +344,6 @@ def test_nothing_the_command_started_outlives_it(project: Project, sandbox: str)
     doc = project.wait(counter, timeout=30)
     assert doc["status"] == "complete"
     deadline = time.monotonic() + 5
-    while _live_processes_with(duration):
+    while live_processes_with(duration):
         assert time.monotonic() < deadline, "the background process outlived its execution"
         time.sleep(0.1)

@@ -65,6 +65,7 @@ home = os.environ.get("VHTUI_HOME", "")
 store_seen = sorted(os.listdir(home)) if home and os.path.isdir(home) else []
 with open(os.path.join(out, "file2.csv"), "w") as f:
     f.write(open(data).read() + info["valohai.project-name"].split("/")[1])
+os.symlink("/valohai/outputs/file2.csv", "/valohai/outputs/latest.csv")  # absolute, as the job sees it
 print(json.dumps({"keys": sorted(info), "info": info, "inputs_writable": inputs_writable, "store_seen": store_seen,
                   "cwd": os.getcwd(), "repository": os.environ["VH_REPOSITORY_DIR"]}))
 """
@@ -107,10 +108,10 @@ def test_a_script_with_hard_coded_valohai_paths_runs_unchanged(valohai: Project,
     seen = doc["metadata"]
     assert seen["keys"] == VALOHAI_KEYS
     assert seen["info"]["valohai.project-name"] == f"{getpass.getuser()}/project"
-    assert [o["name"] for o in doc["outputs"]] == ["file2.csv"]
+    assert [o["name"] for o in doc["outputs"]] == ["file2.csv", "latest.csv"]
     out = valohai.root.parent / "out"
     valohai.vhtui("exec", "outputs", str(counter), "--download", str(out))
-    assert (out / "file2.csv").read_text() == "a,b\n1,2\nproject"
+    assert (out / "file2.csv").read_text() == (out / "latest.csv").read_text() == "a,b\n1,2\nproject"
     assert seen["cwd"] == seen["repository"] == "/valohai/repository"
     assert seen["inputs_writable"] is False  # inputs are mounted read-only everywhere now
     assert "executions" not in seen["store_seen"] and "vhtui.sqlite3" not in seen["store_seen"]

@@ -41,6 +41,7 @@ class OutputCollector:
         self.errors: list[str] = []
         self.skipped: dict[str, str] = {}  # relative path -> why it was not stored
         self.already: set[tuple[str, str | None]] = set()  # (name, sha256) stored before this collector
+        self.seen_at: str | None = None  # where the command saw the outputs folder (/valohai/outputs)
 
     def collect_live(self) -> list[dict[str, Any]]:
         """Store files made read-only since the last look, as copies: the run goes on."""
@@ -80,7 +81,7 @@ class OutputCollector:
             st = path.lstat()
             source = path
             if stat.S_ISLNK(st.st_mode):
-                target = path.resolve()
+                target = self._link_target(path, root)
                 if not target.is_relative_to(root) or not target.is_file():
                     self.skipped[rel] = f"a link to {os.readlink(path)}, outside the outputs folder"
                     continue
@@ -92,6 +93,15 @@ class OutputCollector:
                 continue
             out.append((rel, source, st))
         return out
+
+    def _link_target(self, path: Path, root: Path) -> Path:
+        """Where a link leads as the command meant it: an absolute one into the folder as it saw
+        it (`seen_at`) names a file of the real folder."""
+        link = os.readlink(path)
+        seen = self.seen_at
+        if seen and os.path.isabs(link) and (link == seen or link.startswith(seen.rstrip("/") + "/")):
+            return (root / os.path.relpath(link, seen)).resolve()
+        return path.resolve()
 
     def _changed(self, rel: str, st: Any) -> bool:
         return self.stored.get(rel) != (st.st_size, st.st_mtime_ns)

@@ -151,6 +151,7 @@ class Supervisor:
         except RunnerError as exc:
             self._finish("error", None, str(exc))
             return 1
+        self.collector.seen_at = seen["outputs"]
         write_config(self.dirs, self.execution, self.project, inputs, seen["inputs"], self.ctx.settings.owner)
         env = vh_environment(self.execution, self.project, seen)
         env.update(self.execution["environment"])
