@@ -196,3 +196,65 @@ async def test_each_screen_names_itself_in_the_header_when_it_shows(seeded: tupl
             await until(pilot, lambda: header(app) == name)
             await pilot.press("escape")
             await until(pilot, lambda: header(app).startswith("#2 train"))
+
+
+KEY_NAMES = {"/": "slash", ":": "colon", "?": "question_mark", ".": "full_stop", "=": "equals_sign"}
+
+
+async def type_fast(pilot: Any, text: str) -> None:
+    """Keys as a fast typist or a paste sends them: all queued before the app handles the first
+    (as the driver queues them; `pilot.press` waits for each to be handled)."""
+    from textual import events
+
+    for char in text:
+        event = events.Key(KEY_NAMES.get(char, char), char)
+        event.set_sender(pilot.app)
+        pilot.app._driver.send_message(event)
+    await pilot.pause()
+
+
+async def test_keys_typed_right_after_slash_go_to_the_filter(seeded: tuple[Context, Path]) -> None:
+    ctx, root = seeded
+    app = VhtuiApp(ctx, root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        sort = (table(app).query.sort, table(app).query.descending)
+        await type_fast(pilot, "/status:bogus")
+        await pilot.pause()
+        assert app.screen.query_one("#filter").value == "status:bogus"
+        assert isinstance(app.screen, ExecutionsScreen)  # no Stop dialog, no rerun form
+        assert (table(app).query.sort, table(app).query.descending) == sort  # no `o`, no `O`
+        assert not [n for n in app._notifications if "already ended" in n.message]
+        await type_fast(pilot, "/x")  # in the field, `/` is typed like any other key
+        assert app.screen.query_one("#filter").value == "status:bogus/x"
+
+
+async def test_tab_keys_are_typed_inside_a_field(seeded: tuple[Context, Path]) -> None:
+    ctx, root = seeded
+    app = VhtuiApp(ctx, root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await open_execution(pilot, app, 2)
+        await pilot.press("e")  # export: a field with the folder to write to
+        box = app.screen.query_one("#outputs-input")
+        await until(pilot, lambda: box.has_focus)
+        await type_fast(pilot, "12")  # (the proposed folder is selected: typing replaces it)
+        assert box.value == "12" and app.screen.query_one("TabbedContent").active == "outputs"
+
+
+async def test_keys_typed_right_after_slash_go_to_the_request_in_alias_compare(seeded: tuple[Context, Path]) -> None:
+    from vhtui.tui.screens.alias_compare import AliasCompareScreen
+
+    ctx, root = seeded
+    app = VhtuiApp(ctx, root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert app.project_id is not None
+        app.push_screen(AliasCompareScreen(app.project_id, "predict-api", "production", "staging"))
+        await until(pilot, lambda: isinstance(app.screen, AliasCompareScreen))
+        await pilot.pause()
+        screen = app.screen
+        screen.show_answers = lambda answers: None  # type: ignore[method-assign]  # (nothing serves here)
+        await type_fast(pilot, "/predict?x=0.5")
+        assert app.screen is screen  # neither the training run (t) nor the help (?) opened
+        assert screen.query_one("#request").value == "predict?x=0.5"

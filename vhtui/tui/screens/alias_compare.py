@@ -27,6 +27,7 @@ from vhtui.deploy.metrics import metadata_series
 from vhtui.tui.series import Series
 from vhtui.tui.messages import StoreChanged
 from vhtui.tui.widgets.metric_chart import MetricChart
+from vhtui.tui.focus import focus_now, typing
 from vhtui.tui.workbench import workbench
 
 
@@ -90,7 +91,7 @@ class AliasCompareScreen(Screen[None]):
         Binding("t", "open_execution(0)", "Left's training run", id="alias_compare.left_execution"),
         Binding("T", "open_execution(1)", "Right's training run", id="alias_compare.right_execution"),
         Binding("m", "toggle_mirror", "Mirror left→right", id="alias_compare.mirror"),
-        Binding("slash", "focus_request", "Request", id="alias_compare.request"),
+        Binding("slash", "focus_request", "Request", id="alias_compare.request", priority=True),
     ]
     DEFAULT_CSS = """
     AliasCompareScreen #sides { height: 1fr; }
@@ -180,8 +181,12 @@ class AliasCompareScreen(Screen[None]):
                     return
         self.notify("no file of this version came from an execution", severity="warning")
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`/` is a priority binding (vhtui.tui.focus): in a text field it is typed."""
+        return not (action == "focus_request" and typing(self))
+
     def action_focus_request(self) -> None:
-        self.query_one("#request", Input).focus()
+        focus_now(self.query_one("#request", Input))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if self.doc and event.value.strip():

@@ -18,13 +18,14 @@ from vhtui.store import datums as datum_rows
 from vhtui.store import projects as project_rows
 from vhtui.tui.messages import StoreChanged
 from vhtui.tui.widgets.status_line import StatusLine
+from vhtui.tui.focus import focus_now, typing
 from vhtui.tui.workbench import workbench
 
 
 class DataScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back", id="data.back"),
-        Binding("slash", "filter", "Filter", id="data.filter"),
+        Binding("slash", "filter", "Filter", id="data.filter", priority=True),
         Binding("e", "export", "Export", id="data.export"),
         Binding("a", "alias", "Alias", id="data.alias"),
         Binding("x", "delete", "Delete", id="data.delete"),
@@ -36,6 +37,10 @@ class DataScreen(Screen[None]):
         self.project_id = project_id
         self.filter_text = ""
         self.purpose = ""
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`/` is a priority binding (vhtui.tui.focus): in a text field it is typed."""
+        return not (action == "filter" and typing(self))
 
     @property
     def db(self) -> Database:
@@ -112,7 +117,7 @@ class DataScreen(Screen[None]):
         box.placeholder = placeholder
         box.value = value
         box.display = True
-        box.focus()
+        focus_now(box)
 
     def action_filter(self) -> None:
         self._ask("filter", "filter by name, tag, alias, #producer (enter)", self.filter_text)

@@ -30,6 +30,7 @@ from vhtui.tui.series import metric_text
 from vhtui.tui.widgets.execution_table import STATUS_STYLE, format_duration
 from vhtui.tui.widgets.log_view import LogView
 from vhtui.tui.widgets.metadata_panel import MetadataPanel
+from vhtui.tui.focus import focus_now, typing
 from vhtui.tui.workbench import workbench
 
 
@@ -104,11 +105,11 @@ class ExecutionScreen(Screen[None]):
         Binding("escape", "back", "Back", id="execution.back"),
         Binding("s", "stop", "Stop", id="execution.stop"),
         Binding("r", "rerun", "Re-run", id="execution.rerun"),
-        Binding("1", "tab('overview')", "Overview", show=False, id="execution.tab_overview"),
-        Binding("2", "tab('logs')", "Logs", show=False, id="execution.tab_logs"),
-        Binding("3", "tab('metadata')", "Metadata", show=False, id="execution.tab_metadata"),
-        Binding("4", "tab('outputs')", "Outputs", show=False, id="execution.tab_outputs"),
-        Binding("5", "tab('lineage')", "Lineage", show=False, id="execution.tab_lineage"),
+        Binding("1", "tab('overview')", "Overview", show=False, id="execution.tab_overview", priority=True),
+        Binding("2", "tab('logs')", "Logs", show=False, id="execution.tab_logs", priority=True),
+        Binding("3", "tab('metadata')", "Metadata", show=False, id="execution.tab_metadata", priority=True),
+        Binding("4", "tab('outputs')", "Outputs", show=False, id="execution.tab_outputs", priority=True),
+        Binding("5", "tab('lineage')", "Lineage", show=False, id="execution.tab_lineage", priority=True),
         Binding("e", "export", "Export outputs", id="execution.export"),
         Binding("a", "alias", "Set alias", id="execution.alias"),
     ]
@@ -119,6 +120,10 @@ class ExecutionScreen(Screen[None]):
         self._run_version: tuple[Any, ...] | None = None  # what the tabs show, to skip needless rebuilds
         self._outputs_version: tuple[Any, ...] | None = None
         self.purpose = ""  # what the outputs tab's input box is asking for: "export" or "alias"
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`1-5` is a priority binding (vhtui.tui.focus): in a text field it is typed."""
+        return not (action == "tab" and typing(self))
 
     @property
     def db(self) -> Database:
@@ -248,7 +253,7 @@ class ExecutionScreen(Screen[None]):
             self._focus_tab(event.pane.id)
 
     def _focus_tab(self, tab: str) -> None:
-        self.query_one(TAB_FOCUS[tab]).focus()
+        focus_now(self.query_one(TAB_FOCUS[tab]))
 
     def action_stop(self) -> None:
         confirm_and_stop(self.app, self.load())
@@ -263,7 +268,7 @@ class ExecutionScreen(Screen[None]):
         box.placeholder = placeholder
         box.value = value
         box.display = True
-        box.focus()
+        focus_now(box)
 
     def action_export(self) -> None:
         execution = self.load()

@@ -14,12 +14,13 @@ from vhtui.tui.messages import StoreChanged
 from vhtui.tui.widgets.status_line import StatusLine
 from vhtui.tui.actions import confirm_and_stop, rerun
 from vhtui.tui.widgets.execution_table import ExecutionTable
+from vhtui.tui.focus import focus_now, typing
 from vhtui.tui.workbench import workbench
 
 
 class ExecutionsScreen(Screen[None]):
     BINDINGS = [
-        Binding("slash", "filter", "Filter", id="executions.filter"),
+        Binding("slash", "filter", "Filter", id="executions.filter", priority=True),
         Binding("escape", "clear", "Clear", show=False, id="executions.clear"),
         Binding("c", "compare", "Compare", id="executions.compare"),
         Binding("n", "new", "New", id="executions.new"),
@@ -30,6 +31,10 @@ class ExecutionsScreen(Screen[None]):
     def __init__(self, project_id: int) -> None:
         super().__init__()
         self.project_id = project_id
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`/` is a priority binding (vhtui.tui.focus): in a text field it is typed."""
+        return not (action == "filter" and typing(self))
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -82,7 +87,7 @@ class ExecutionsScreen(Screen[None]):
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
         box.add_class("visible")
-        box.focus()
+        focus_now(box)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "filter":
