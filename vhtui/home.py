@@ -50,6 +50,12 @@ class Home:
         return self.root / "keymap.toml"
 
     @property
+    def exports(self) -> Path:
+        """Where the workbench writes what it exports by default: never into a project's tree,
+        whose next code snapshot would take it."""
+        return self.root / "exports"
+
+    @property
     def runners_file(self) -> Path:
         """Registered runner agents (`vhtui runner add`)."""
         return self.root / "runners.json"

@@ -258,3 +258,20 @@ async def test_keys_typed_right_after_slash_go_to_the_request_in_alias_compare(s
         await type_fast(pilot, "/predict?x=0.5")
         assert app.screen is screen  # neither the training run (t) nor the help (?) opened
         assert screen.query_one("#request").value == "predict?x=0.5"
+
+
+async def test_metadata_export_goes_under_the_store_not_into_the_project(seeded: tuple[Context, Path],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`e` in Metadata wrote `N-metadata.csv` into the project's tree, which the next launch's code
+    snapshot took; it goes under $VHTUI_HOME/exports, and the notification says where."""
+    ctx, root = seeded
+    monkeypatch.chdir(root)  # the workbench opened in the project, as users open it
+    app = VhtuiApp(ctx, root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await open_execution(pilot, app, 2)
+        await pilot.press("3", "e")
+        written = ctx.home.exports / "2-metadata.csv"
+        await until(pilot, written.exists)
+        assert not list(root.rglob("*-metadata.csv"))
+        await until(pilot, lambda: any(str(written) in n.message for n in app._notifications))

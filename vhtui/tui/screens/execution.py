@@ -144,7 +144,7 @@ class ExecutionScreen(Screen[None]):
             with TabPane("Logs", id="logs"):
                 yield LogView(home.log_path(self.execution_id), id="log")
             with TabPane("Metadata", id="metadata"):
-                yield MetadataPanel(home.database, self.execution_id,
+                yield MetadataPanel(home.database, self.execution_id, export_dir=home.exports,
                                     live=execution["status"] not in FINAL_STATUSES)
             with TabPane("Outputs", id="outputs"):
                 yield Input(placeholder="", id="outputs-input", classes="hidden-input")

@@ -41,7 +41,8 @@ class MetadataPanel(Widget):
     """Charts of the keys picked in the sidebar against the chosen x axis, or the events as a table.
 
     The host shows `Exported` / `ExportFailed` (e.g. as a notification). `export_path` is where `e`
-    writes the CSV; by default `./<counter>-metadata.csv`.
+    writes the CSV; by default `<export_dir>/<counter>-metadata.csv` (the host gives the store's
+    exports folder: the working directory is often the project, whose code snapshot would take it).
     """
 
     DEFAULT_CSS = """
@@ -104,12 +105,14 @@ class MetadataPanel(Widget):
             self.error = error
 
     def __init__(self, database_path: Path, execution_id: int, live: bool, *, export_path: Path | None = None,
+                 export_dir: Path | None = None,
                  name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.database_path = database_path
         self.execution_id = execution_id
         self.live = live
         self.export_path = export_path
+        self.export_dir = export_dir or Path.cwd()
         self._keys: list[str] | None = None  # None until there are numeric keys to pick defaults from
         self._x = "seq"
         self._numeric: list[str] = []
@@ -306,7 +309,9 @@ class MetadataPanel(Widget):
                 execution = execution_rows.get(db, self.execution_id)
                 if execution is None:
                     raise VhtuiError(f"execution {self.execution_id} is not in the store")
-                path = path or Path.cwd() / f"{execution['counter']}-metadata.csv"
+                if path is None:
+                    self.export_dir.mkdir(parents=True, exist_ok=True)
+                    path = self.export_dir / f"{execution['counter']}-metadata.csv"
                 rows = to_csv(iter_events(db, self.execution_id), path, columns=list(execution["metadata_summary"]))
             finally:
                 db.close()
