@@ -275,3 +275,17 @@ async def test_metadata_export_goes_under_the_store_not_into_the_project(seeded:
         await until(pilot, written.exists)
         assert not list(root.rglob("*-metadata.csv"))
         await until(pilot, lambda: any(str(written) in n.message for n in app._notifications))
+
+
+async def test_a_mistyped_status_says_so_instead_of_a_silent_zero(seeded: tuple[Context, Path]) -> None:
+    from vhtui.tui.widgets.status_line import StatusLine
+
+    ctx, root = seeded
+    app = VhtuiApp(ctx, root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("slash", *"status:stoped")
+        await until(pilot, lambda: "unknown status" in app.screen.query_one(StatusLine).text)
+        assert app.screen.query_one(StatusLine).text == "unknown status 'stoped'; did you mean stopped?"
+        await pilot.press("backspace", "backspace", *"ped")  # fixed: the message goes with its cause
+        await until(pilot, lambda: app.screen.query_one(StatusLine).text.startswith("1 execution(s)"))

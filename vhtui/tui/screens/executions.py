@@ -9,7 +9,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input
 
+from vhtui.errors import did_you_mean
 from vhtui.store import projects as project_rows
+from vhtui.store.executions import STATUSES
 from vhtui.tui.messages import StoreChanged
 from vhtui.tui.widgets.status_line import StatusLine
 from vhtui.tui.actions import confirm_and_stop, rerun
@@ -69,6 +71,10 @@ class ExecutionsScreen(Screen[None]):
             shown += f" · {len(self.table.selected)} selected (c to compare)"
         if not self.table.total and not query.text:
             shown = "no executions yet: n opens the launch form, ctrl+p runs a step"
+        status = query.parts()["status"]
+        if status and status not in STATUSES:  # a silent 0 would read as "none has that status"
+            hint = did_you_mean(status, list(STATUSES)) or f" (one of: {', '.join(STATUSES)})"
+            shown = f"unknown status {status!r}{hint}"
         self.query_one(StatusLine).text = shown
 
     def on_store_changed(self, message: StoreChanged) -> None:
