@@ -289,3 +289,20 @@ async def test_a_mistyped_status_says_so_instead_of_a_silent_zero(seeded: tuple[
         assert app.screen.query_one(StatusLine).text == "unknown status 'stoped'; did you mean stopped?"
         await pilot.press("backspace", "backspace", *"ped")  # fixed: the message goes with its cause
         await until(pilot, lambda: app.screen.query_one(StatusLine).text.startswith("1 execution(s)"))
+
+
+async def test_a_choice_with_a_default_offers_no_blank(seeded: tuple[Context, Path]) -> None:
+    from textual.widgets import Select
+
+    ctx, root = seeded
+    app = VhtuiApp(ctx, root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.open_launch("train")
+        await until(pilot, lambda: bool(app.screen.query("#param-optimizer")))
+        optimizer = app.screen.query_one("#param-optimizer", Select)
+        assert optimizer.value == "sgd" and not optimizer._allow_blank
+        optimizer.value = "momentum"
+        await pilot.pause()
+        assert app.screen._raw_parameters()["optimizer"] == "momentum"
+        assert str(app.screen.query_one("#error-optimizer").render()) == ""

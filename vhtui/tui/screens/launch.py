@@ -114,8 +114,11 @@ class LaunchScreen(Screen[None]):
                 widget: Any = Switch(value=bool(current), id=f"param-{name}")
             elif parameter.choices:
                 options = [(str(c), c) for c in parameter.choices]
-                widget = Select(options, value=current if current in parameter.choices else Select.BLANK,
-                                id=f"param-{name}")
+                # a choice with a default cannot be emptied; one without starts blank ("required"
+                # below it until chosen, when it is required)
+                blank = current not in parameter.choices
+                widget = Select(options, value=Select.NULL if blank else current,
+                                allow_blank=parameter.default is None, id=f"param-{name}")
             else:
                 widget = Input(_text(current), id=f"param-{name}", placeholder="" if parameter.optional else "required")
             fields.append(self._field(label, widget, f"error-{name}"))
@@ -142,7 +145,7 @@ class LaunchScreen(Screen[None]):
             if isinstance(widget, Switch):
                 values[name] = widget.value
             elif isinstance(widget, Select):
-                if widget.value is not Select.BLANK:
+                if not widget.is_blank():
                     values[name] = widget.value
             elif isinstance(widget, Input) and widget.value.strip():
                 text = widget.value.strip()
@@ -186,6 +189,8 @@ class LaunchScreen(Screen[None]):
         if event.select.id == "step" and event.value != self.step.name:
             self.step = self.project.step(str(event.value))
             self._build_fields()
+        elif event.select.id and event.select.id.startswith("param-"):
+            self.validate_fields()  # an error goes as soon as its cause does
 
     # -- actions --------------------------------------------------------------------------
     def action_back(self) -> None:
