@@ -13,6 +13,8 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,11 +112,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Deployed(Project):
-    """A project with two trained models and deployment `web`: v1 (w=2) production, v2 (w=3) staging."""
+class RoutedProject(Project):
+    """A project whose deployments are served by its own router, on a free loopback port."""
 
-    router_port: int
-    models: list[str]
+    def __init__(self, root: Path, home: Path) -> None:
+        super().__init__(root, home)
+        self.router_port = free_port()
 
     def vhtui(self, *args: str, **kwargs: Any) -> Any:  # type: ignore[override]
         kwargs.setdefault("VHTUI_ROUTER_PORT", str(self.router_port))
@@ -123,6 +126,26 @@ class Deployed(Project):
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.router_port}/{path.lstrip('/')}"
 
+    def endpoint(self, deployment: str, version: str) -> dict[str, Any]:
+        """The version's (first) endpoint, as `deploy info --json` gives it."""
+        doc = json.loads(self.vhtui("deploy", "info", deployment, version, "--json").stdout)
+        return doc["versions"][0]["endpoints"][0]  # type: ignore[no-any-return]
+
+
+@contextmanager
+def serving(project: RoutedProject) -> Iterator[RoutedProject]:
+    """The project, and afterwards every endpoint and its router stopped, whatever failed."""
+    try:
+        yield project
+    finally:
+        project.vhtui("deploy", "stop", "--all", check=False)
+
+
+class Deployed(RoutedProject):
+    """A project with two trained models and deployment `web`: v1 (w=2) production, v2 (w=3) staging."""
+
+    models: list[str]
+
     def deployment(self, *args: str) -> dict[str, Any]:
         return json.loads(self.vhtui("deploy", "info", "web", *args, "--json").stdout)
 
@@ -130,7 +153,6 @@ class Deployed(Project):
 def make_project(root: Path, home: Path) -> Deployed:
     root.mkdir(parents=True)
     project = Deployed(root, home)
-    project.router_port = free_port()
     project.write("valohai.yaml", VALOHAI_YAML)
     project.write("train.py", TRAIN)
     project.write("serve.py", SERVE)
@@ -151,13 +173,11 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Any:
         project.vhtui("deploy", "version", "create", "web", "--endpoint", "predict", "--endpoint", "static",
                       "--endpoint", "wsgi-predict", "--file", f"predict.model={model}",
                       "--file", f"wsgi-predict.model={model}", "--adhoc", "--env", "current")
-    try:  # a start that fails still leaves a router to stop
+    with serving(project):  # a start that fails still leaves a router to stop
         project.vhtui("deploy", "start", "web")
         project.vhtui("deploy", "alias", "set", "web", "production", "v1")
         project.vhtui("deploy", "alias", "set", "web", "staging", "v2")
         yield project
-    finally:
-        project.vhtui("deploy", "stop", "--all", check=False)
 
 
 def test_versions_serve_side_by_side_behind_aliases(web: Deployed) -> None:

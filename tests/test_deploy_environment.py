@@ -8,7 +8,6 @@ Real parts: pip installing wheels written here (no network: a path to the wheel,
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -18,8 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Project
-from tests.test_deploy import free_port
+from tests.test_deploy import RoutedProject, serving
 from tests.test_pyenv import write_wheel
 
 VALOHAI_YAML = """\
@@ -44,19 +42,9 @@ make_server("127.0.0.1", int(os.environ["PORT"]), app).serve_forever()
 """
 
 
-class Deployments(Project):
-    router_port: int
-
-    def vhtui(self, *args: str, **kwargs: Any) -> Any:  # type: ignore[override]
-        kwargs.setdefault("VHTUI_ROUTER_PORT", str(self.router_port))
-        return super().vhtui(*args, **kwargs)
-
-    def endpoint(self, version: str) -> dict[str, Any]:
-        doc = json.loads(self.vhtui("deploy", "info", "digits", version, "--json").stdout)
-        return doc["versions"][0]["endpoints"][0]  # type: ignore[no-any-return]
-
+class Deployments(RoutedProject):
     def ask(self, version: str) -> dict[str, Any]:
-        response = httpx.get(f"http://127.0.0.1:{self.router_port}/digits/{version}/predict-digit/", timeout=30)
+        response = httpx.get(self.url(f"digits/{version}/predict-digit/"), timeout=30)
         assert response.status_code == 200, response.text
         return response.json()  # type: ignore[no-any-return]
 
@@ -68,15 +56,11 @@ class Deployments(Project):
 def digits(tmp_path: Path, vh_home: Path) -> Any:
     root = tmp_path / "project"
     root.mkdir()
-    project = Deployments(root, vh_home)
-    project.router_port = free_port()
-    project.write("valohai.yaml", VALOHAI_YAML)
-    project.write("serve.py", SERVE)
-    write_wheel(root / "wheels", "vhtui_tiny_model", "0.1", body="VALUE = 7\n")
-    try:
+    with serving(Deployments(root, vh_home)) as project:
+        project.write("valohai.yaml", VALOHAI_YAML)
+        project.write("serve.py", SERVE)
+        write_wheel(root / "wheels", "vhtui_tiny_model", "0.1", body="VALUE = 7\n")
         yield project
-    finally:
-        project.vhtui("deploy", "stop", "--all", check=False)
 
 
 def user_python_has(module: str) -> bool:
@@ -135,7 +119,7 @@ def test_a_failed_install_names_the_package_in_one_line(digits: Deployments) -> 
     assert result.returncode == 1 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert lines[0].startswith("vhtui: error: did not start: v1/predict-digit crashed (cannot install "
                                "requirements.txt: No matching distribution found for vhtui_no_such_pkg==1.0")
-    endpoint = digits.endpoint("v1")
+    endpoint = digits.endpoint("digits", "v1")
     assert endpoint["status"] == "crashed" and "vhtui_no_such_pkg" in endpoint["reason"]
     log = Path(endpoint["reason"].rpartition("pip's output: ")[2].rstrip(")"))
     assert "No matching distribution found for vhtui_no_such_pkg" in log.read_text()

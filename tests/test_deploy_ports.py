@@ -22,9 +22,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Project, poll
-from tests.test_deploy import free_port
+from tests.conftest import poll
+from tests.test_deploy import RoutedProject, free_port, serving
 from tests.test_runners import require
+from vhtui.deploy.ports import bindable
 
 # simple_server's demo opens a browser on its page: a console browser would take its one request
 NO_BROWSER = {"BROWSER": "true"}
@@ -45,43 +46,33 @@ make_server("127.0.0.1", int(os.environ["PORT"]), demo_app).serve_forever()
 """
 
 
-class Ports(Project):
-    router_port: int
-
+class Ports(RoutedProject):
     def vhtui(self, *args: str, **kwargs: Any) -> Any:  # type: ignore[override]
-        kwargs.setdefault("VHTUI_ROUTER_PORT", str(self.router_port))
         return super().vhtui(*args, **NO_BROWSER, **kwargs)
-
-    def endpoint(self, deployment: str, version: str) -> dict[str, Any]:
-        doc = json.loads(self.vhtui("deploy", "info", deployment, version, "--json").stdout)
-        return doc["versions"][0]["endpoints"][0]  # type: ignore[no-any-return]
 
     def create(self, deployment: str, endpoint: str) -> None:
         self.vhtui("deploy", "version", "create", deployment, "--endpoint", endpoint, "--adhoc", "--env", "current")
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(f"http://127.0.0.1:{self.router_port}/{path}", timeout=30)
+        return httpx.get(self.url(path), timeout=30)
 
 
 @pytest.fixture
 def ports(tmp_path: Path, vh_home: Path) -> Any:
     root = tmp_path / "project"
     root.mkdir()
-    project = Ports(root, vh_home)
-    project.router_port = free_port()
-    try:
+    with serving(Ports(root, vh_home)) as project:
         yield project
-    finally:
-        project.vhtui("deploy", "stop", "--all", check=False)
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("", port))
-        except OSError:
-            return False
-    return True
+SILENT = 'python -c "import time; time.sleep(600)"'  # a server that never listens
+CRASHY = "python -c \"import sys; sys.exit('the model is corrupt')\""  # one that fails at start
+
+
+def endpoint_yaml(name: str, command: str, port: int) -> str:
+    """One endpoint of valohai.yaml, as the servers below are declared."""
+    return (f"- endpoint:\n    name: {name}\n    image: python:3.11\n    server-command: {command}\n"
+            f"    port: {port}\n")
 
 
 def one_error_line(result: Any) -> str:
@@ -91,15 +82,8 @@ def one_error_line(result: Any) -> str:
 
 
 def test_the_real_simple_server_on_8000(ports: Ports) -> None:
-    if not port_is_free(8000):
-        pytest.skip("port 8000 is taken on this machine, and python -m wsgiref.simple_server binds only 8000")
-    ports.write("valohai.yaml", """\
-- endpoint:
-    name: greet
-    image: python:3.11
-    server-command: python -m wsgiref.simple_server
-    port: 8000
-""")
+    require(bindable(8000), "port 8000 is taken on this machine, and python -m wsgiref.simple_server binds only 8000")
+    ports.write("valohai.yaml", endpoint_yaml("greet", "python -m wsgiref.simple_server", 8000))
     ports.create("hello", "greet")
     started = ports.vhtui("deploy", "start", "hello", check=False)
     assert started.returncode == 0, started.stderr
@@ -117,13 +101,7 @@ def test_an_ordinary_user_serves_a_server_on_its_declared_port(ports: Ports) -> 
     """Run by uid 4321, not root: the server runs in its own /valohai too and serves there."""
     require(os.getuid() == 0, "switching users needs root")
     port = free_port()
-    ports.write("valohai.yaml", f"""\
-- endpoint:
-    name: greet
-    image: python:3.11
-    server-command: python greet.py
-    port: {port}
-""")
+    ports.write("valohai.yaml", endpoint_yaml("greet", "python greet.py", port))
     ports.write("greet.py", "import os\nassert os.getcwd() == '/valohai/repository'\n" + GREET.format(port=port))
     started = ports.vhtui_as_user("deploy", "version", "create", "hello", "--endpoint", "greet", "--adhoc")
     assert started.returncode == 0, started.stderr
@@ -139,18 +117,8 @@ def test_a_server_that_binds_its_declared_port_gets_it_and_a_second_one_names_th
     declared = free_port()
     ports.write("greet.py", GREET.format(port=declared))
     ports.write("reads_port.py", READS_PORT)
-    ports.write("valohai.yaml", f"""\
-- endpoint:
-    name: greet
-    image: python:3.11
-    server-command: python greet.py
-    port: {declared}
-- endpoint:
-    name: polite
-    image: python:3.11
-    server-command: python reads_port.py
-    port: {declared}
-""")
+    ports.write("valohai.yaml", endpoint_yaml("greet", "python greet.py", declared)
+                + endpoint_yaml("polite", "python reads_port.py", declared))
     ports.create("hello", "greet")
     ports.vhtui("deploy", "start", "hello")
     v1 = ports.endpoint("hello", "v1")
@@ -178,13 +146,7 @@ def test_a_declared_port_held_by_another_program_is_named(ports: Ports) -> None:
         busy.listen()
         declared = busy.getsockname()[1]
         ports.write("greet.py", GREET.format(port=declared))
-        ports.write("valohai.yaml", f"""\
-- endpoint:
-    name: greet
-    image: python:3.11
-    server-command: python greet.py
-    port: {declared}
-""")
+        ports.write("valohai.yaml", endpoint_yaml("greet", "python greet.py", declared))
         ports.create("hello", "greet")
         line = one_error_line(ports.vhtui("deploy", "start", "hello", check=False))
     assert f"listens on {declared}, which another process (pid {os.getpid()}, " in line, line
@@ -193,13 +155,7 @@ def test_a_declared_port_held_by_another_program_is_named(ports: Ports) -> None:
 
 def test_a_server_that_listens_on_another_port_is_named(ports: Ports) -> None:
     declared, actual = free_port(), free_port()
-    ports.write("valohai.yaml", f"""\
-- endpoint:
-    name: elsewhere
-    image: python:3.11
-    server-command: python elsewhere.py
-    port: {declared}
-""")
+    ports.write("valohai.yaml", endpoint_yaml("elsewhere", "python elsewhere.py", declared))
     ports.write("elsewhere.py", f"""\
 from http.server import HTTPServer, BaseHTTPRequestHandler
 HTTPServer(("127.0.0.1", {actual}), BaseHTTPRequestHandler).serve_forever()
@@ -214,18 +170,8 @@ HTTPServer(("127.0.0.1", {actual}), BaseHTTPRequestHandler).serve_forever()
 
 def test_every_failed_start_keeps_its_reason(ports: Ports) -> None:
     declared = free_port()
-    ports.write("valohai.yaml", f"""\
-- endpoint:
-    name: silent
-    image: python:3.11
-    server-command: python -c "import time; time.sleep(600)"
-    port: {declared}
-- endpoint:
-    name: crashy
-    image: python:3.11
-    server-command: python -c "import sys; sys.exit('the model is corrupt')"
-    port: {declared}
-""")
+    ports.write("valohai.yaml", endpoint_yaml("silent", SILENT, declared)
+                + endpoint_yaml("crashy", CRASHY, declared))
     ports.create("web", "silent")
     ports.create("web", "crashy")
     line = one_error_line(ports.vhtui("deploy", "start", "web", "v1", "--timeout", "2", check=False))
@@ -251,13 +197,7 @@ def test_bad_timeouts_are_one_line(ports: Ports) -> None:
 
 def test_a_stop_while_starting_ends_as_stopped(ports: Ports) -> None:
     declared = free_port()
-    ports.write("valohai.yaml", f"""\
-- endpoint:
-    name: silent
-    image: python:3.11
-    server-command: python -c "import time; time.sleep(600)"
-    port: {declared}
-""")
+    ports.write("valohai.yaml", endpoint_yaml("silent", SILENT, declared))
     ports.create("web", "silent")
     start = subprocess.Popen([sys.executable, "-m", "vhtui", "deploy", "start", "web", "--timeout", "600"],
                              cwd=ports.root, env=ports.env(VHTUI_ROUTER_PORT=str(ports.router_port)),

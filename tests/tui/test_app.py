@@ -22,13 +22,6 @@ from vhtui.tui.widgets.execution_table import ExecutionTable
 from vhtui.tui.workbench import Workbench
 
 
-@pytest.fixture
-def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Context, Path]:
-    ctx, root = seed.build(tmp_path / "seeded")
-    monkeypatch.setenv("VHTUI_HOME", str(ctx.home.root))
-    return ctx, root
-
-
 def table(app: VhtuiApp) -> ExecutionTable:
     return app.screen.query_one(ExecutionTable)
 

@@ -14,7 +14,6 @@ import pytest
 from textual.app import App
 from textual.widgets import Label
 
-from tests.tui import seed
 from tests.tui.waiting import settled, until
 from vhtui import cli
 from vhtui.context import Context
@@ -25,13 +24,6 @@ from vhtui.tui.app import VhtuiApp, run_tui
 from vhtui.tui.messages import StoreChanged
 from vhtui.tui.screens.executions import ExecutionsScreen
 from vhtui.tui.screens.store_lost import StoreLostScreen
-
-
-@pytest.fixture
-def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Context, Path]:
-    ctx, root = seed.build(tmp_path / "seeded")
-    monkeypatch.setenv("VHTUI_HOME", str(ctx.home.root))
-    return ctx, root
 
 
 def store_files(ctx: Context) -> list[Path]:

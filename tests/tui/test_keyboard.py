@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 from typing import Any
 
-from tests.tui import seed
+from tests.tui.test_app import table
 from tests.tui.waiting import until
 from vhtui.context import Context
 from vhtui.store import executions as execution_rows
 from vhtui.tui.app import VhtuiApp
 from vhtui.tui.screens.execution import ExecutionScreen
 from vhtui.tui.screens.executions import ExecutionsScreen
-from vhtui.tui.widgets.execution_table import ExecutionTable
 from vhtui.tui.widgets.metadata_panel import MetadataPanel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,17 +33,6 @@ row = executions.create(db, int(sys.argv[2]), {"step": "train", "runner": "local
 executions.update(db, row["id"], status="started", started_at=time.time())
 executions.update(db, row["id"], status="complete", ended_at=time.time(), exit_code=0)
 """
-
-
-@pytest.fixture
-def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Context, Path]:
-    ctx, root = seed.build(tmp_path / "seeded")
-    monkeypatch.setenv("VHTUI_HOME", str(ctx.home.root))
-    return ctx, root
-
-
-def table(app: VhtuiApp) -> ExecutionTable:
-    return app.screen.query_one(ExecutionTable)
 
 
 def shown_counters(app: VhtuiApp) -> list[int]:
